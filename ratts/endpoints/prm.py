@@ -1,0 +1,31 @@
+"""The PRM protocol: per-step scores in [0, 1] for many candidate solutions at once.
+
+INTERFACE; implementations live beside it (prm_pooling.py, prm_judge.py, arithmetic.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from ratts.endpoints.usage import Usage
+
+
+@dataclass(slots=True)
+class PRMResult:
+    """``scores[i][k]`` is the reward of step k of candidate i, in [0, 1]."""
+
+    scores: list[list[float]]
+    usage: Usage
+
+
+@runtime_checkable
+class PRM(Protocol):
+    name: str
+
+    async def score(self, question: str, candidates: Sequence[Sequence[str]]) -> PRMResult:
+        """Score every step of every candidate (a candidate is its list of steps)."""
+        ...
+
+    async def aclose(self) -> None: ...

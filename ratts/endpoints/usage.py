@@ -1,0 +1,53 @@
+"""What a call, a strategy run or a sweep really spent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(slots=True)
+class Usage:
+    """Additive compute accounting.
+
+    Token counts come from the servers' own ``usage`` fields whenever they report them.
+    ``request_seconds`` sums the latency of every call (busy time, can exceed wall time
+    when calls overlap); ``wall_seconds`` is set by whoever owns a whole run.
+    """
+
+    policy_prompt_tokens: int = 0
+    policy_completion_tokens: int = 0
+    prm_tokens: int = 0
+    policy_requests: int = 0
+    prm_requests: int = 0
+    flops: float = 0.0
+    dollars: float = 0.0
+    request_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    @property
+    def policy_tokens(self) -> int:
+        return self.policy_prompt_tokens + self.policy_completion_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        return self.policy_tokens + self.prm_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+        )
+
+    def __iadd__(self, other: Usage) -> Usage:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        return self
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def sum_usage(items: list[Usage]) -> Usage:
+    total = Usage()
+    for item in items:
+        total += item
+    return total
