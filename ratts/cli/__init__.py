@@ -1,0 +1,37 @@
+"""The ``ratts`` command line. Each command group lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from ratts.errors import RattsError
+
+app = typer.Typer(
+    name="ratts",
+    help="Reward-Aware Test-Time Scaling: route each query to the compute-optimal strategy.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+err_console = Console(stderr=True)
+
+
+def _register() -> None:
+    from ratts.cli import db_cmd, sim_cmd
+
+    app.add_typer(sim_cmd.app, name="sim", help="The simulated policy/PRM server.")
+    app.add_typer(db_cmd.app, name="db", help="The run-log database.")
+
+
+def main() -> None:
+    """Entry point: any RattsError becomes one line on stderr and exit code 2."""
+    _register()
+    try:
+        app()
+    except RattsError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
