@@ -169,11 +169,12 @@ def load_settings(path: str | Path | None = None, **overrides: object) -> Settin
     """
     cls: type[Settings] = Settings
     if path is not None:
-        if not Path(path).is_file():
+        toml_file = Path(path)
+        if not toml_file.is_file():
             raise ConfigError(f"config file not found: {path}")
 
         class _FromFile(Settings):
-            model_config = SettingsConfigDict(toml_file=Path(path))
+            model_config = SettingsConfigDict(toml_file=toml_file)
 
         cls = _FromFile
     try:

@@ -1,7 +1,49 @@
-"""Placeholder command group (being implemented)."""
+"""``ratts sim serve``: run the simulated policy/PRM server in the foreground."""
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from ratts.errors import ConfigError
+
 app = typer.Typer(no_args_is_help=True)
+
+
+@app.callback()
+def _group() -> None:
+    """The simulated policy/PRM server (numbers it serves are simulations)."""
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="TCP port to listen on")] = 8765,
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    config: Annotated[
+        Path | None, typer.Option("--config", help="sim TOML (models, capacity, faults)")
+    ] = None,
+) -> None:
+    """Serve /v1/completions, /v1/models, /pooling and /sim/stats over simulated models."""
+    import uvicorn
+
+    from ratts.sim import SimConfig, create_app, load_sim_config
+
+    cfg = load_sim_config(config) if config is not None else SimConfig()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    models = ", ".join([*cfg.policies, *cfg.prms])
+    typer.echo(
+        f"ratts SIMULATOR on http://{host}:{port} (seed {cfg.seed}; models: {models})",
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(cfg), log_level="warning", lifespan="off", access_log=False)
+    )
+    server.run(sockets=[sock])

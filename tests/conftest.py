@@ -1,0 +1,72 @@
+"""Shared fixtures: a simulated policy/PRM server on loopback and specs pointing at it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ratts.settings import PolicySpec, PRMSpec
+from ratts.sim import SimConfig, SimServer
+
+
+@pytest.fixture(scope="session")
+def _sim_session() -> Iterator[SimServer]:
+    with SimServer(SimConfig()) as server:
+        yield server
+
+
+@pytest.fixture
+def sim(_sim_session: SimServer) -> SimServer:
+    """The shared default-config sim server, with its counters zeroed for this test."""
+    _sim_session.reset()
+    return _sim_session
+
+
+@pytest.fixture
+def make_sim() -> Iterator[Callable[..., SimServer]]:
+    """Factory: ``make_sim(supports_n=False, faults={"error_500": 1.0})`` -> a started server.
+
+    Keyword arguments are SimConfig fields (nested sections as dicts); servers stop after
+    the test.
+    """
+    servers: list[SimServer] = []
+
+    def factory(**overrides: Any) -> SimServer:
+        server = SimServer(SimConfig.model_validate(overrides)).start()
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def weak_policy_spec(sim: SimServer) -> PolicySpec:
+    return PolicySpec(
+        name="sim-weak",
+        base_url=sim.v1_url,
+        model="sim-weak",
+        params=1e9,
+        usd_per_mtok_prompt=0.1,
+        usd_per_mtok_completion=0.4,
+    )
+
+
+@pytest.fixture
+def strong_policy_spec(sim: SimServer) -> PolicySpec:
+    return PolicySpec(
+        name="sim-strong",
+        base_url=sim.v1_url,
+        model="sim-strong",
+        params=7e10,
+        usd_per_mtok_prompt=2.0,
+        usd_per_mtok_completion=8.0,
+    )
+
+
+@pytest.fixture
+def prm_spec(sim: SimServer) -> PRMSpec:
+    return PRMSpec(name="sim-prm", kind="vllm_pooling", base_url=sim.base_url, model="sim-prm")
