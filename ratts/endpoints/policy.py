@@ -1,14 +1,26 @@
 """PolicyClient: step-wise and whole-solution sampling over OpenAI-compatible completions.
 
-INTERFACE (implemented by the endpoints work; strategies depend only on what is here).
+Strategies depend only on the public shape here (Choice, CompletionResult, PolicyClient).
+The openai SDK's own retries are off; ``EndpointPool`` does bounded retries with backoff and
+maps failures to ``ratts.errors`` types. Response bodies are parsed here (not by the SDK's
+models) so vLLM's extra fields (``stop_reason``) and malformed bodies are handled explicitly.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
+import openai
+
+from ratts.endpoints.pool import EndpointPool, MalformedResponse, RetryPolicy, gather_all
 from ratts.endpoints.usage import Usage
+from ratts.errors import InputError
 from ratts.settings import PolicySpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,12 +28,15 @@ class Choice:
     """One sampled continuation.
 
     ``stop_reason`` follows vLLM: the stop string that ended the text, or None when the
-    model emitted EOS (or the server does not say). ``finish_reason`` is "stop" or "length".
+    model emitted EOS (or the server does not say; a stop *token id* also maps to None).
+    ``finish_reason`` is "stop" or "length". ``logprobs`` holds, per generated token, the
+    server's top alternatives (token -> log probability) when ``logprobs`` was requested.
     """
 
     text: str
     finish_reason: str
     stop_reason: str | None = None
+    logprobs: tuple[Mapping[str, float], ...] | None = field(default=None, compare=False)
 
     @property
     def hit_eos(self) -> bool:
@@ -34,22 +49,143 @@ class CompletionResult:
     usage: Usage
 
 
+@dataclass(frozen=True, slots=True)
+class ParsedCompletion:
+    """One HTTP response, parsed: its choices and the server's token counts (if given)."""
+
+    choices: list[Choice]
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+class _NRejected(Exception):
+    """The server answered 400 to a request with ``n`` > 1."""
+
+
+def _parse_logprobs(raw: object) -> tuple[Mapping[str, float], ...] | None:
+    if not isinstance(raw, dict):
+        return None
+    top = raw.get("top_logprobs")
+    if not isinstance(top, list):
+        return None
+    out: list[Mapping[str, float]] = []
+    for entry in top:
+        if not isinstance(entry, dict):
+            out.append({})
+            continue
+        out.append(
+            {
+                str(tok): float(lp)
+                for tok, lp in entry.items()
+                if isinstance(lp, int | float) and not isinstance(lp, bool)
+            }
+        )
+    return tuple(out)
+
+
+def _count(usage: object, key: str) -> int | None:
+    if not isinstance(usage, dict):
+        return None
+    value = usage.get(key)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def parse_completion(body: object, n: int) -> ParsedCompletion:
+    """Parse a ``/v1/completions`` body that should hold ``n`` choices.
+
+    Raises MalformedResponse (not retryable) when the shape is wrong.
+    """
+    if not isinstance(body, dict):
+        raise MalformedResponse(f"expected a JSON object, got {type(body).__name__}")
+    raw_choices = body.get("choices")
+    if not isinstance(raw_choices, list):
+        raise MalformedResponse("no 'choices' list in the completion response")
+    if len(raw_choices) != n:
+        raise MalformedResponse(f"asked for {n} choices, got {len(raw_choices)}")
+    indexed: list[tuple[int, Choice]] = []
+    for position, item in enumerate(raw_choices):
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+            raise MalformedResponse(f"choice {position} has no text")
+        index = item.get("index", position)
+        if not isinstance(index, int):
+            raise MalformedResponse(f"choice {position} has a non-integer index")
+        finish = item.get("finish_reason")
+        stop_reason = item.get("stop_reason")
+        indexed.append(
+            (
+                index,
+                Choice(
+                    text=item["text"],
+                    finish_reason=finish if isinstance(finish, str) else "stop",
+                    # vLLM: a stop string, a stop token id (int, treated like EOS), or null.
+                    stop_reason=stop_reason if isinstance(stop_reason, str) else None,
+                    logprobs=_parse_logprobs(item.get("logprobs")),
+                ),
+            )
+        )
+    indexed.sort(key=lambda pair: pair[0])
+    usage = body.get("usage")
+    return ParsedCompletion(
+        choices=[choice for _, choice in indexed],
+        prompt_tokens=_count(usage, "prompt_tokens"),
+        completion_tokens=_count(usage, "completion_tokens"),
+    )
+
+
+def _estimate_tokens(text: str) -> int:
+    """Rough tokens for servers that omit ``usage`` (about 4 characters per token)."""
+    return (len(text) + 3) // 4
+
+
+def merge_stops(*groups: list[str] | tuple[str, ...] | None) -> list[str]:
+    """Concatenate stop lists, dropping empties and duplicates, keeping first order."""
+    seen: dict[str, None] = {}
+    for group in groups:
+        for stop in group or ():
+            if stop:
+                seen.setdefault(stop, None)
+    return list(seen)
+
+
 class PolicyClient:
     """Talks to one policy endpoint described by a PolicySpec.
 
     - ``complete`` sends ONE request with ``n`` choices where ``spec.supports_n`` (falls back
       to n concurrent requests if the server rejects ``n`` > 1 or the spec says so);
-    - bounded concurrency per endpoint (``spec.max_concurrency``);
+    - bounded concurrency per endpoint (``spec.max_concurrency``; one slot per HTTP request,
+      however many choices it asks for);
     - bounded retries with exponential backoff on 429, 5xx, timeouts and connection errors;
     - typed errors from ratts.errors with one-line messages;
     - Usage from the server's ``usage`` field (+ FLOPs = 2 x params x tokens, dollars from
-      the spec's prices, request_seconds = call latency, policy_requests = HTTP requests).
+      the spec's prices). ``request_seconds`` sums the HTTP time of every attempt (failed
+      attempts included, queueing and backoff excluded); ``policy_requests`` counts the
+      successful HTTP requests (failed attempts are logged, not counted).
     """
 
     spec: PolicySpec
 
-    def __init__(self, spec: PolicySpec) -> None:
-        raise NotImplementedError
+    def __init__(
+        self, spec: PolicySpec, *, retry: RetryPolicy | None = None, role: str = "policy"
+    ) -> None:
+        """``role`` names the endpoint in error messages (a judge PRM passes "PRM")."""
+        self.spec = spec
+        self._client = openai.AsyncOpenAI(
+            base_url=spec.base_url,
+            api_key=spec.api_key(),
+            max_retries=0,
+            timeout=spec.timeout_s,
+        )
+        self._pool = EndpointPool(
+            who=f"{role} {spec.name!r}",
+            url=spec.base_url,
+            max_concurrency=spec.max_concurrency,
+            max_retries=spec.max_retries,
+            timeout_s=spec.timeout_s,
+            retry=retry,
+        )
+        self._n_supported = spec.supports_n
 
     @property
     def name(self) -> str:
@@ -58,6 +194,11 @@ class PolicyClient:
     @property
     def separator(self) -> str:
         return self.spec.step_separator
+
+    @property
+    def n_supported(self) -> bool:
+        """Whether ``n`` > 1 goes in one request (False after the server rejected it)."""
+        return self._n_supported
 
     def prompt(self, question: str) -> str:
         """The prefix-stable prompt for a question (steps are appended after it)."""
@@ -75,10 +216,107 @@ class PolicyClient:
         seed: int | None = None,
         logprobs: int | None = None,
     ) -> CompletionResult:
-        raise NotImplementedError
+        """Sample ``n`` continuations of ``prompt``; choices come back in index order."""
+        if n < 1:
+            raise InputError(f"n must be at least 1, got {n}")
+        if max_tokens < 1:
+            raise InputError(f"max_tokens must be at least 1, got {max_tokens}")
+        params: dict[str, Any] = {
+            "model": self.spec.model,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+        }
+        stops = merge_stops(stop, self.spec.stop)
+        if stops:
+            params["stop"] = stops
+        if logprobs is not None:
+            params["logprobs"] = logprobs
+
+        if n > 1 and self._n_supported:
+            try:
+                timed = await self._pool.call(lambda: self._attempt(params, n, seed, strict_n=True))
+            except _NRejected:
+                log.info(
+                    "policy %r rejected n=%d with HTTP 400; sending %d requests", self.name, n, n
+                )
+            else:
+                return self._result(prompt, [timed.value], timed.seconds)
+            result = await self._fan_out(prompt, params, n, seed)
+            # Remembered only once single requests work: the 400 was about n, not the prompt.
+            self._n_supported = False
+            return result
+        return await self._fan_out(prompt, params, n, seed)
+
+    async def _fan_out(
+        self, prompt: str, params: dict[str, Any], n: int, seed: int | None
+    ) -> CompletionResult:
+        """``n`` concurrent single-choice requests (seed + i for request i)."""
+
+        async def one(i: int) -> tuple[ParsedCompletion, float]:
+            request_seed = None if seed is None else seed + i
+            timed = await self._pool.call(lambda: self._attempt(params, 1, request_seed))
+            return timed.value, timed.seconds
+
+        outcomes = await gather_all([one(i) for i in range(n)])
+        return self._result(
+            prompt, [reply for reply, _ in outcomes], sum(seconds for _, seconds in outcomes)
+        )
+
+    async def _attempt(
+        self, params: dict[str, Any], n: int, seed: int | None, *, strict_n: bool = False
+    ) -> ParsedCompletion:
+        """One HTTP request and its parse (run inside the pool's retry loop)."""
+        extra: dict[str, Any] = {"n": n}
+        if seed is not None:
+            extra["seed"] = seed
+        try:
+            raw = await self._client.completions.with_raw_response.create(**params, **extra)
+        except openai.BadRequestError as exc:
+            if strict_n:
+                raise _NRejected(str(exc)) from exc
+            raise
+        try:
+            body = raw.http_response.json()
+        except ValueError as exc:
+            raise MalformedResponse("body is not valid JSON", retryable=True) from exc
+        return parse_completion(body, n)
+
+    def _result(
+        self, prompt: str, replies: list[ParsedCompletion], seconds: float
+    ) -> CompletionResult:
+        choices = [choice for reply in replies for choice in reply.choices]
+        prompt_tokens = 0
+        completion_tokens = 0
+        estimated = False
+        for reply in replies:
+            if reply.prompt_tokens is None or reply.completion_tokens is None:
+                estimated = True
+                prompt_tokens += _estimate_tokens(prompt)
+                completion_tokens += sum(_estimate_tokens(c.text) for c in reply.choices)
+            else:
+                prompt_tokens += reply.prompt_tokens
+                completion_tokens += reply.completion_tokens
+        if estimated:
+            log.debug("policy %r: server omitted usage; token counts estimated", self.name)
+        spec = self.spec
+        usage = Usage(
+            policy_prompt_tokens=prompt_tokens,
+            policy_completion_tokens=completion_tokens,
+            policy_requests=len(replies),
+            flops=2.0 * spec.params * (prompt_tokens + completion_tokens),
+            dollars=(
+                prompt_tokens * spec.usd_per_mtok_prompt
+                + completion_tokens * spec.usd_per_mtok_completion
+            )
+            / 1e6,
+            request_seconds=seconds,
+        )
+        return CompletionResult(choices=choices, usage=usage)
 
     async def aclose(self) -> None:
-        raise NotImplementedError
+        await self._client.close()
 
     async def __aenter__(self) -> PolicyClient:
         return self
