@@ -1,0 +1,6 @@
+"""Answer extraction and time-limited equivalence checking."""
+
+from ratts.grading.equivalence import grade, is_equivalent
+from ratts.grading.extract import extract_answer, has_boxed
+
+__all__ = ["extract_answer", "grade", "has_boxed", "is_equivalent"]
