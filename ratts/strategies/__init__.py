@@ -1,0 +1,36 @@
+"""Test-time scaling strategies by name: cot, majority, best_of_n, beam_search, dvts."""
+
+from __future__ import annotations
+
+from ratts.errors import UnknownStrategyError
+from ratts.strategies.base import Strategy
+from ratts.strategies.beam_search import BeamSearch
+from ratts.strategies.best_of_n import BestOfN
+from ratts.strategies.cot import CoT
+from ratts.strategies.dvts import DVTS
+from ratts.strategies.majority import Majority
+
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s for s in (CoT(), Majority(), BestOfN(), BeamSearch(), DVTS())
+}
+
+
+def get_strategy(name: str) -> Strategy:
+    """The strategy registered under ``name``; UnknownStrategyError lists the choices."""
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        choices = ", ".join(STRATEGIES)
+        raise UnknownStrategyError(f"unknown strategy {name!r}; choose one of: {choices}") from None
+
+
+__all__ = [
+    "DVTS",
+    "STRATEGIES",
+    "BeamSearch",
+    "BestOfN",
+    "CoT",
+    "Majority",
+    "Strategy",
+    "get_strategy",
+]

@@ -1,0 +1,46 @@
+"""DVTS (N, M): N/M independent subtrees run concurrently, each keeping one beam and
+expanding it by M per step; the answer is selected over all subtrees' leaves.
+
+Independent subtrees trade the single tree's exploitation for diversity, which the paper
+shows pays off at large N.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ratts.endpoints.policy import PolicyClient
+from ratts.endpoints.pool import gather_all
+from ratts.endpoints.prm import PRM
+from ratts.strategies.sampling import RunLedger, check_problem, check_tree, require_prm
+from ratts.strategies.tree_search import SearchShape, search, select_leaf
+from ratts.types import Outcome, Problem, StrategyParams
+
+
+class DVTS:
+    """Diverse verifier tree search."""
+
+    name: ClassVar[str] = "dvts"
+    needs_prm: ClassVar[bool] = True
+
+    def validate(self, params: StrategyParams) -> None:
+        check_tree("dvts", params)
+
+    async def run(
+        self,
+        problem: Problem,
+        policy: PolicyClient,
+        prm: PRM | None,
+        params: StrategyParams,
+    ) -> Outcome:
+        self.validate(params)
+        scorer = require_prm(self.name, prm)
+        check_problem(problem)
+        run = RunLedger(self.name, params)
+        shape = SearchShape(keep=1, expand=params.beam_width)
+        subtrees = params.n // params.beam_width
+        pools = await gather_all(
+            [search(run, problem, policy, scorer, shape, tree=t) for t in range(subtrees)]
+        )
+        leaves = [leaf for pool in pools for leaf in pool]
+        return run.outcome(leaves, select_leaf(run, leaves))

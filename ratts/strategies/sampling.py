@@ -1,0 +1,195 @@
+"""Shared helpers for every strategy: prompts, turning Choices into candidates, validation
+and the per-run ledger (usage, trace, wall clock).
+
+Prompts are prefix-stable: a step-wise continuation is always
+``prompt + sep.join(steps) + sep``, so the server's prefix cache is reused across steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ratts.endpoints.policy import Choice, CompletionResult, PolicyClient
+from ratts.endpoints.prm import PRM
+from ratts.endpoints.usage import Usage
+from ratts.errors import BadResponseError, InputError, InvalidParamsError
+from ratts.grading import extract_answer, has_boxed
+from ratts.types import Candidate, Outcome, Problem, StrategyParams
+
+# ---------------------------------------------------------------- validation
+
+
+def check_positive(label: str, value: int) -> None:
+    """One-line InvalidParamsError unless ``value`` is a positive integer."""
+    if value < 1:
+        raise InvalidParamsError(f"{label} must be a positive integer, got {value}")
+
+
+def check_common(params: StrategyParams) -> None:
+    """Checks every strategy shares: a positive budget and positive token limits."""
+    check_positive("N", params.n)
+    check_positive("max_tokens", params.max_tokens)
+
+
+def check_tree(label: str, params: StrategyParams) -> None:
+    """Beam search and DVTS: N a positive multiple of M, positive step limits."""
+    check_common(params)
+    check_positive("M", params.beam_width)
+    check_positive("max_steps", params.max_steps)
+    check_positive("max_step_tokens", params.max_step_tokens)
+    if params.n % params.beam_width != 0:
+        raise InvalidParamsError(
+            f"{label} needs N to be a multiple of M (N={params.n}, M={params.beam_width})"
+        )
+
+
+def check_problem(problem: Problem) -> None:
+    if not problem.question.strip():
+        raise InputError("the question is empty")
+
+
+def require_prm(strategy: str, prm: PRM | None) -> PRM:
+    if prm is None:
+        raise InvalidParamsError(f"{strategy} needs a PRM")
+    return prm
+
+
+# ---------------------------------------------------------------- prompts and steps
+
+
+def step_prompt(policy: PolicyClient, question: str, steps: Sequence[str]) -> str:
+    """The continuation prompt after ``steps``: prompt alone, or prompt + steps + separator."""
+    prompt = policy.prompt(question)
+    if not steps:
+        return prompt
+    sep = policy.separator
+    return prompt + sep.join(steps) + sep
+
+
+def split_steps(text: str, separator: str) -> list[str]:
+    """A whole solution as steps: split on the separator, dropping blank pieces."""
+    return [part for part in text.split(separator) if part.strip()]
+
+
+def solution_candidate(choice: Choice, separator: str) -> Candidate:
+    """A candidate from one whole-solution sample.
+
+    Finished at EOS, at the token limit (the model had its whole budget) or once a complete
+    ``\\boxed{}`` answer is present.
+    """
+    finished = choice.hit_eos or choice.finish_reason == "length" or has_boxed(choice.text)
+    if choice.finish_reason == "stop" and choice.stop_reason is not None:
+        finished = True  # an explicit stop string (e.g. EOS text) ended the solution
+    return Candidate(
+        steps=split_steps(choice.text, separator),
+        answer=extract_answer(choice.text),
+        finished=finished,
+    )
+
+
+def extend_candidate(parent: Sequence[str], choice: Choice, separator: str) -> Candidate:
+    """A child candidate: ``parent`` steps plus one sampled step.
+
+    In step mode only the separator means "more to come": EOS, another stop string or a
+    boxed answer finishes the candidate; a step cut by the token limit is just a step.
+    Only finished candidates get an answer.
+    """
+    steps = list(parent)
+    if choice.text.strip():
+        steps.append(choice.text)
+    stopped_elsewhere = choice.finish_reason == "stop" and choice.stop_reason not in (
+        None,
+        separator,
+    )
+    finished = choice.hit_eos or stopped_elsewhere or has_boxed(choice.text)
+    # a partial solution has no answer yet (its last number is an intermediate value)
+    answer = extract_answer(separator.join(steps)) if finished else None
+    return Candidate(steps=steps, answer=answer, finished=finished)
+
+
+def derive_seed(seed: int | None, *keys: object) -> int | None:
+    """A per-request seed that is reproducible yet differs between requests of one run."""
+    if seed is None:
+        return None
+    digest = hashlib.sha256(repr((seed, *keys)).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+# ---------------------------------------------------------------- the per-run ledger
+
+
+@dataclass(slots=True)
+class RunLedger:
+    """Everything one strategy run accumulates: usage of every call, trace, wall clock."""
+
+    strategy: str
+    params: StrategyParams
+    usage: Usage = field(default_factory=Usage)
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    def event(self, name: str, **data: Any) -> None:
+        self.trace.append({"event": name, **data})
+
+    async def sample(
+        self,
+        policy: PolicyClient,
+        prompt: str,
+        *,
+        n: int,
+        step: bool,
+        key: tuple[object, ...] = (),
+    ) -> list[Choice]:
+        """One policy request: a step (stop at the separator) or whole solutions."""
+        p = self.params
+        result: CompletionResult = await policy.complete(
+            prompt,
+            n=n,
+            stop=[policy.separator] if step else None,
+            max_tokens=p.max_step_tokens if step else p.max_tokens,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            seed=derive_seed(p.seed, *key),
+        )
+        self.usage += result.usage
+        if len(result.choices) != n:
+            raise BadResponseError(
+                f"policy {policy.name!r} returned {len(result.choices)} choices for n={n}"
+            )
+        return result.choices
+
+    async def score(self, prm: PRM, question: str, candidates: Sequence[Candidate]) -> None:
+        """Score every candidate with steps in ONE PRM call; fills ``step_scores`` in place."""
+        todo = [c for c in candidates if c.steps]
+        for c in candidates:
+            if not c.steps:
+                c.step_scores = []
+        if not todo:
+            return
+        result = await prm.score(question, [c.steps for c in todo])
+        self.usage += result.usage
+        if len(result.scores) != len(todo):
+            raise BadResponseError(
+                f"PRM {prm.name!r} returned {len(result.scores)} score lists "
+                f"for {len(todo)} candidates"
+            )
+        for c, scores in zip(todo, result.scores, strict=True):
+            c.step_scores = [float(s) for s in scores]
+
+    def outcome(self, candidates: list[Candidate], selected: int | None) -> Outcome:
+        """The final Outcome, with wall time set to this run's elapsed time."""
+        self.usage.wall_seconds = time.perf_counter() - self.started
+        answer = candidates[selected].answer if selected is not None else None
+        return Outcome(
+            strategy=self.strategy,
+            params=self.params,
+            answer=answer,
+            candidates=candidates,
+            selected_index=selected,
+            usage=self.usage,
+            trace=self.trace,
+        )
