@@ -52,3 +52,11 @@ class ServerError(EndpointError):
 
 class BadResponseError(EndpointError):
     """The endpoint answered, but not in the expected shape."""
+
+
+class StoreError(RattsError):
+    """The run-log database cannot be opened, migrated or written."""
+
+
+class RouterError(RattsError):
+    """The router cannot be trained, loaded or asked (too little data, a bad artifact)."""

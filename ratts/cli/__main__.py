@@ -1,0 +1,5 @@
+"""``python -m ratts.cli``: the same as the ``ratts`` script."""
+
+from ratts.cli import main
+
+main()

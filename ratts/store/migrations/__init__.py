@@ -1,0 +1,1 @@
+"""Alembic environment for the run log; configured from code (no alembic.ini)."""

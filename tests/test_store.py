@@ -1,0 +1,253 @@
+"""The run log on real SQLite files: migrations, idempotent writes, concurrency, refusals."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+from sqlalchemy.dialects import postgresql
+
+from ratts.endpoints.usage import Usage
+from ratts.errors import StoreError
+from ratts.store import RunKey, budget_label, make_engine, migrate, open_store, problem_key
+from ratts.store.models import Base, runs
+from ratts.types import Budget, Problem, RunConfig, StrategyParams
+
+TABLES = {"problems", "configs", "runs", "router_models"}
+
+
+def _url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def _tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    return {r[0] for r in rows} - {"alembic_version"}
+
+
+def _revision(path: Path) -> str | None:
+    with sqlite3.connect(path) as conn:
+        try:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        except sqlite3.OperationalError:
+            return None
+    return row[0] if row else None
+
+
+PROBLEM = Problem("p1", "What is 6 x 7?", "42", {"dataset": "toy", "difficulty": 0.3})
+CONFIG = RunConfig(
+    policy="sim-weak", prm="sim-prm", strategy="best_of_n", params=StrategyParams(n=4)
+)
+
+
+def test_open_store_upgrades_an_empty_database(tmp_path: Path) -> None:
+    db = tmp_path / "nested" / "dir" / "runs.db"
+    with open_store(_url(db)) as store:
+        assert store.count_runs() == 0
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    assert _tables(db) == TABLES
+    assert _revision(db) == migrate.head_revision()
+
+
+def test_migrations_create_exactly_the_models(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    open_store(_url(db)).close()
+    engine = make_engine(_url(db))
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_downgrade_then_upgrade_round_trips(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    engine = make_engine(_url(db))
+    assert migrate.upgrade(engine, "test") == migrate.head_revision()
+    assert _tables(db) == TABLES
+    assert migrate.downgrade(engine, "test", "base") is None
+    assert _tables(db) == set()
+    assert migrate.upgrade(engine, "test") == migrate.head_revision()
+    assert _tables(db) == TABLES
+    engine.dispose()
+    with open_store(_url(db)) as store:  # and the schema is usable after the round trip
+        assert store.record_run(PROBLEM, CONFIG, "n=4", answer="42", correct=True)
+        assert store.count_runs() == 1
+
+
+def test_a_newer_database_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    open_store(_url(db)).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999_future'")
+    with pytest.raises(StoreError, match="newer than this ratts") as info:
+        open_store(_url(db))
+    assert "\n" not in str(info.value)
+    assert _revision(db) == "9999_future"  # untouched
+
+
+@pytest.mark.parametrize(
+    "make_url",
+    [
+        lambda tmp: f"sqlite:///{tmp}",  # a directory, not a file
+        lambda tmp: f"sqlite:///{tmp / 'file.txt' / 'runs.db'}",  # parent is a regular file
+        lambda tmp: "nosuchdialect://user:secret@host/db",
+        lambda tmp: "not a url at all",
+    ],
+    ids=["directory", "parent-is-file", "unknown-dialect", "garbage"],
+)
+def test_unopenable_urls_are_one_line_store_errors(tmp_path: Path, make_url: object) -> None:
+    (tmp_path / "file.txt").write_text("x")
+    url = make_url(tmp_path)  # type: ignore[operator]
+    with pytest.raises(StoreError) as info:
+        open_store(url)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "secret" not in message  # passwords are never printed
+
+
+def test_record_run_is_idempotent_and_keeps_usage(tmp_path: Path) -> None:
+    usage = Usage(
+        policy_prompt_tokens=120,
+        policy_completion_tokens=480,
+        prm_tokens=600,
+        policy_requests=1,
+        prm_requests=1,
+        flops=1.2e12,
+        dollars=0.0003,
+        request_seconds=0.8,
+        wall_seconds=0.9,
+    )
+    with open_store(_url(tmp_path / "runs.db")) as store:
+        first = store.record_run(
+            PROBLEM,
+            CONFIG,
+            "n=4",
+            dataset="toy",
+            answer="42",
+            correct=True,
+            final_reward=0.91,
+            usage=usage,
+            features={"len": 14},
+        )
+        again = store.record_run(PROBLEM, CONFIG, "n=4", dataset="toy", answer="41", correct=False)
+        assert (first, again) == (True, False)
+        (row,) = store.runs()
+    assert row["answer"] == "42" and row["correct"] is True and row["final_reward"] == 0.91
+    assert row["policy_prompt_tokens"] == 120 and row["policy_completion_tokens"] == 480
+    assert row["prm_tokens"] == 600 and row["flops"] == 1.2e12 and row["seconds"] == 0.9
+    assert row["problem_id"] == "p1" and row["dataset"] == "toy" and row["gold"] == "42"
+    assert row["problem_meta"] == {"dataset": "toy", "difficulty": 0.3}
+    assert row["features"] == {"len": 14}
+    assert row["config_key"] == CONFIG.key() and row["params"]["n"] == 4
+    assert row["label"] == CONFIG.label()
+
+
+def test_failures_are_kept_until_replaced_by_a_retry(tmp_path: Path) -> None:
+    with open_store(_url(tmp_path / "runs.db")) as store:
+        assert store.record_run(PROBLEM, CONFIG, "n=4", error="ServerError: 500\nretries exhausted")
+        key = RunKey(problem_key(PROBLEM), CONFIG.key(), "n=4")
+        assert store.done_keys() == {key}
+        assert store.done_keys(include_failed=False) == set()
+        # without replace_failed the failure stands
+        assert not store.record_run(PROBLEM, CONFIG, "n=4", answer="42", correct=True)
+        assert store.runs()[0]["error"] == "ServerError: 500 retries exhausted"
+        assert store.record_run(
+            PROBLEM, CONFIG, "n=4", answer="42", correct=True, replace_failed=True
+        )
+        # a recorded success is never replaced, even when asked to replace failures
+        assert not store.record_run(PROBLEM, CONFIG, "n=4", answer="1", replace_failed=True)
+        (row,) = store.runs()
+        assert row["error"] is None and row["answer"] == "42"
+        assert store.done_keys(include_failed=False) == {key}
+
+
+def test_same_problem_under_two_datasets_and_budgets_are_distinct(tmp_path: Path) -> None:
+    with open_store(_url(tmp_path / "runs.db")) as store:
+        for dataset in ("a", "b"):
+            for budget in (4, 16):
+                assert store.record_run(PROBLEM, CONFIG, budget_label(budget), dataset=dataset)
+        assert store.count_runs() == 4
+        assert len(store.runs(dataset="a")) == 2
+
+
+def test_budget_labels() -> None:
+    assert budget_label(16) == "n=16"
+    assert budget_label(Budget(n=4, usd=0.01)) == "n=4,usd=0.01"
+    assert budget_label(Budget()) == budget_label(None) == "unbounded"
+
+
+def test_router_models_have_one_current(tmp_path: Path) -> None:
+    with open_store(_url(tmp_path / "runs.db")) as store:
+        assert store.current_router_model() is None
+        store.save_router_model("r1", rows_used=10, metrics={"acc": 0.5}, artifact_path="/a")
+        store.save_router_model("r2", rows_used=20, metrics={"acc": 0.6}, artifact_path="/b")
+        current = store.current_router_model()
+        assert current is not None and current["version"] == "r2"
+        assert [m["is_current"] for m in store.router_models()] == [False, True]
+        with pytest.raises(StoreError, match="already registered"):
+            store.save_router_model("r1", rows_used=1, metrics={}, artifact_path="/c")
+
+
+def _write_many(url: str, worker: int, count: int) -> None:
+    with open_store(url) as store:  # every process also races on the first-use upgrade
+        for i in range(count):
+            problem = Problem(f"q{i}", f"question {i}", str(i))
+            store.record_run(problem, CONFIG, "n=4", answer=str(worker))
+
+
+def test_concurrent_processes_write_each_key_once(tmp_path: Path) -> None:
+    url = _url(tmp_path / "runs.db")
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_write_many, args=(url, w, 40)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    with open_store(url) as store:
+        assert store.count_runs() == 40
+        keys = [(r["problem_key"], r["config_key"], r["budget"]) for r in store.runs()]
+    assert len(set(keys)) == 40
+
+
+def test_insert_or_ignore_is_portable_sql() -> None:
+    stmt = postgresql.insert(runs).values(problem_key="p", config_key="c", budget="n=1")
+    sql = str(
+        stmt.on_conflict_do_nothing(index_elements=["problem_key", "config_key", "budget"]).compile(
+            dialect=postgresql.dialect()
+        )
+    )
+    assert "ON CONFLICT (problem_key, config_key, budget) DO NOTHING" in sql
+
+
+def test_migrations_render_for_postgresql() -> None:
+    """The migration has no SQLite-only SQL: render it offline for PostgreSQL."""
+    cfg = Config(output_buffer=io.StringIO())
+    cfg.set_main_option("script_location", str(migrate.MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", "postgresql://")
+    command.upgrade(cfg, "head", sql=True)
+    sql = cfg.output_buffer.getvalue()  # type: ignore[union-attr]
+    for table in TABLES:
+        assert f"CREATE TABLE {table}" in sql
+    assert (
+        "CONSTRAINT uq_runs_problem_config_budget UNIQUE (problem_key, config_key, budget)" in sql
+    )
+    assert "PRAGMA" not in sql and "AUTOINCREMENT" not in sql
+
+
+def test_inspected_schema_has_the_unique_run_key(tmp_path: Path) -> None:
+    with open_store(_url(tmp_path / "runs.db")) as store:
+        uniques = inspect(store.engine).get_unique_constraints("runs")
+    assert {"problem_key", "config_key", "budget"} == set(uniques[0]["column_names"])
