@@ -1,15 +1,40 @@
-"""Talking to models: policy completions, PRMs, retries and usage accounting (lowest layer)."""
+"""Talking to models: policy completions, PRMs, retries and usage accounting (lowest layer).
+
+Names are imported lazily so that light modules (``ratts.types`` needs only ``Usage``) and the
+CLI's start-up do not pay for the openai SDK.
+"""
 
 from __future__ import annotations
 
-from ratts.endpoints.arithmetic import ArithmeticPRM
-from ratts.endpoints.factory import build_policy, build_prm
-from ratts.endpoints.policy import Choice, CompletionResult, PolicyClient
-from ratts.endpoints.pool import EndpointPool, RetryPolicy
-from ratts.endpoints.prm import PRM, PRMResult
-from ratts.endpoints.prm_judge import JudgePRM
-from ratts.endpoints.prm_pooling import VllmPoolingPRM
-from ratts.endpoints.usage import Usage, sum_usage
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ratts.endpoints.arithmetic import ArithmeticPRM
+    from ratts.endpoints.factory import build_policy, build_prm
+    from ratts.endpoints.policy import Choice, CompletionResult, PolicyClient
+    from ratts.endpoints.pool import EndpointPool, RetryPolicy
+    from ratts.endpoints.prm import PRM, PRMResult
+    from ratts.endpoints.prm_judge import JudgePRM
+    from ratts.endpoints.prm_pooling import VllmPoolingPRM
+    from ratts.endpoints.usage import Usage, sum_usage
+
+_WHERE = {
+    "ArithmeticPRM": "arithmetic",
+    "build_policy": "factory",
+    "build_prm": "factory",
+    "Choice": "policy",
+    "CompletionResult": "policy",
+    "PolicyClient": "policy",
+    "EndpointPool": "pool",
+    "RetryPolicy": "pool",
+    "PRM": "prm",
+    "PRMResult": "prm",
+    "JudgePRM": "prm_judge",
+    "VllmPoolingPRM": "prm_pooling",
+    "Usage": "usage",
+    "sum_usage": "usage",
+}
 
 __all__ = [
     "PRM",
@@ -27,3 +52,10 @@ __all__ = [
     "build_prm",
     "sum_usage",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ratts.endpoints' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"ratts.endpoints.{module}"), name)
