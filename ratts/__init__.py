@@ -1,0 +1,74 @@
+"""ratts: Reward-Aware Test-Time Scaling.
+
+Route each query to the compute-optimal (policy, PRM, strategy, N) and run it::
+
+    import asyncio
+    from ratts import Budget, Orchestrator
+
+    async def main() -> None:
+        async with Orchestrator() as orch:
+            result = await orch.solve("What is 17 * 3?", budget=Budget(n=16))
+            print(result.answer, result.config.label(), result.usage.total_tokens)
+
+    asyncio.run(main())
+
+Names are imported lazily, so ``import ratts`` (and the CLI's start-up) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ratts.endpoints.usage import Usage
+    from ratts.orchestrator.orchestrator import Orchestrator
+    from ratts.orchestrator.result import Considered, SolveResult
+    from ratts.settings import Settings, load_settings
+    from ratts.types import Budget, Candidate, Outcome, Problem, RunConfig, StrategyParams
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Orchestrator": "ratts.orchestrator.orchestrator",
+    "SolveResult": "ratts.orchestrator.result",
+    "Considered": "ratts.orchestrator.result",
+    "Budget": "ratts.types",
+    "Candidate": "ratts.types",
+    "Outcome": "ratts.types",
+    "Problem": "ratts.types",
+    "RunConfig": "ratts.types",
+    "StrategyParams": "ratts.types",
+    "Usage": "ratts.endpoints.usage",
+    "Settings": "ratts.settings",
+    "load_settings": "ratts.settings",
+}
+
+__all__ = [
+    "Budget",
+    "Candidate",
+    "Considered",
+    "Orchestrator",
+    "Outcome",
+    "Problem",
+    "RunConfig",
+    "Settings",
+    "SolveResult",
+    "StrategyParams",
+    "Usage",
+    "__version__",
+    "load_settings",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ratts' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -21,10 +21,17 @@ err_console = Console(stderr=True)
 
 
 def _register() -> None:
-    from ratts.cli import db_cmd, sim_cmd
+    from ratts.cli import db_cmd, models_cmd, router_cmd, serve_cmd, sim_cmd, solve_cmd, sweep_cmd
 
     app.add_typer(sim_cmd.app, name="sim", help="The simulated policy/PRM server.")
     app.add_typer(db_cmd.app, name="db", help="The run-log database.")
+    app.add_typer(router_cmd.app, name="router", help="The learned strategy router.")
+    app.add_typer(models_cmd.app, name="models", help="Local models served by vLLM(-CPU).")
+    app.command("sweep")(sweep_cmd.sweep)
+    app.command("runs")(sweep_cmd.runs)
+    app.command("report")(sweep_cmd.report)
+    app.command("solve")(solve_cmd.solve)
+    app.command("serve")(serve_cmd.serve)
 
 
 def main() -> None:

@@ -107,7 +107,12 @@ class VllmPoolingPRM:
         key = spec.api_key()
         if key != "EMPTY":
             headers["Authorization"] = f"Bearer {key}"
-        self._http = httpx.AsyncClient(timeout=spec.timeout_s, headers=headers)
+        # Keep-alive for every concurrent request: httpx keeps only 20 idle connections by
+        # default, so above 20 in flight each request would open (and close) a new one.
+        limits = httpx.Limits(
+            max_connections=spec.max_concurrency, max_keepalive_connections=spec.max_concurrency
+        )
+        self._http = httpx.AsyncClient(timeout=spec.timeout_s, headers=headers, limits=limits)
         self._pool = EndpointPool(
             who=f"PRM {spec.name!r}",
             url=self.url,

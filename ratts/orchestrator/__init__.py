@@ -10,13 +10,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ratts.orchestrator.orchestrator import Decision, Orchestrator
+    from ratts.orchestrator.orchestrator import Orchestrator
     from ratts.orchestrator.result import Considered, SolveResult
+    from ratts.orchestrator.routing import Decision
     from ratts.orchestrator.watch import ProgressEvent
 
 _LAZY = {
     "Orchestrator": "ratts.orchestrator.orchestrator",
-    "Decision": "ratts.orchestrator.orchestrator",
+    "Decision": "ratts.orchestrator.routing",
     "SolveResult": "ratts.orchestrator.result",
     "Considered": "ratts.orchestrator.result",
     "ProgressEvent": "ratts.orchestrator.watch",

@@ -99,6 +99,7 @@ class SimStats:
     responses_by_status: dict[str, int] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
     choices: int = 0
+    prompts: int = 0  # sequence groups: one per prompt of a request (vLLM's unit of work)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     prm_inputs: int = 0
@@ -116,6 +117,7 @@ class SimStats:
             "responses_by_status": dict(self.responses_by_status),
             "faults": dict(self.faults),
             "choices": self.choices,
+            "prompts": self.prompts,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "prm_inputs": self.prm_inputs,
@@ -389,6 +391,7 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         await asyncio.gather(*(state.occupy("policy", s) for s in holds))
         stats = state.stats
         stats.choices += len(choices)
+        stats.prompts += len(prompts)
         stats.prompt_tokens += prompt_tokens
         stats.completion_tokens += completion_tokens
         return JSONResponse(

@@ -162,6 +162,34 @@ class RunLedger:
             )
         return result.choices
 
+    async def sample_many(
+        self,
+        policy: PolicyClient,
+        prompts: Sequence[str],
+        *,
+        n: int,
+        keys: Sequence[tuple[object, ...]],
+    ) -> list[list[Choice]]:
+        """``n`` next steps for each prompt, in one request where the client can (see
+        ``PolicyClient.complete_many``); ``keys[i]`` derives prompt i's seed."""
+        p = self.params
+        result = await policy.complete_many(
+            prompts,
+            n=n,
+            stop=[policy.separator],
+            max_tokens=p.max_step_tokens,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            seeds=[derive_seed(p.seed, *key) for key in keys],
+        )
+        self.usage += result.usage
+        if len(result.choices) != n * len(prompts):
+            raise BadResponseError(
+                f"policy {policy.name!r} returned {len(result.choices)} choices for "
+                f"{len(prompts)} prompts x n={n}"
+            )
+        return [result.choices[i * n : (i + 1) * n] for i in range(len(prompts))]
+
     async def score(self, prm: PRM, question: str, candidates: Sequence[Candidate]) -> None:
         """Score every candidate with steps in ONE PRM call; fills ``step_scores`` in place."""
         todo = [c for c in candidates if c.steps]

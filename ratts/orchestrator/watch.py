@@ -1,0 +1,220 @@
+"""Watching one solve from outside the strategy: real usage, best answer so far, progress.
+
+Strategies know nothing of deadlines or streaming, and should not have to. The orchestrator
+hands a strategy thin wrappers around its endpoint clients instead; the wrappers see every
+policy and PRM call complete, so the orchestrator always knows
+
+- the usage of every finished call (a run cut short by a deadline still reports what it
+  really spent),
+- the best answer seen so far: the highest-scored PRM-scored candidate that carries an
+  answer, else the most common answer among finished samples (the deadline fallback),
+- progress worth streaming (samples drawn, candidates scored, search depth reached).
+
+The wrappers hold no HTTP resources of their own; closing them is a no-op.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ratts.endpoints.policy import CompletionResult, PolicyClient
+from ratts.endpoints.prm import PRM, PRMResult
+from ratts.endpoints.usage import Usage
+from ratts.grading import extract_answer, has_boxed
+from ratts.strategies.scoring import aggregate, normalize_answer
+from ratts.types import Aggregation, Candidate
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressEvent:
+    """One thing worth telling a waiting user: ``kind`` plus plain JSON-able data.
+
+    Kinds: ``start`` (input accepted, work begins), ``probe`` (probe finished), ``routed``
+    (config chosen), ``sampled`` (a policy call returned), ``scored`` (a PRM call returned),
+    ``step`` (a step-wise search reached a new depth), ``deadline`` (time ran out; the best
+    answer so far is used).
+    """
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.kind, **self.data}
+
+
+EventSink = Callable[[ProgressEvent], None]
+
+
+@dataclass(slots=True)
+class BestSoFar:
+    """The fallback answer of a cut-short run and where it came from."""
+
+    answer: str | None
+    candidate: Candidate | None
+    source: str  # "scored", "vote" or "none"
+
+
+class Watch:
+    """The running record of one solve; fed by WatchedPolicy and WatchedPRM."""
+
+    def __init__(
+        self,
+        *,
+        sink: EventSink | None = None,
+        aggregation: Aggregation = "last",
+        separator: str = "\n\n",
+    ) -> None:
+        self.usage = Usage()
+        self.phase = "probe"
+        self.aggregation: Aggregation = aggregation
+        self.separator = separator
+        self._sink = sink
+        self._best: tuple[float, Candidate] | None = None
+        self._votes: Counter[str] = Counter()
+        self._vote_text: dict[str, str] = {}
+        self._depth = 0
+        self._samples = 0
+        self._scored = 0
+
+    def emit(self, kind: str, **data: Any) -> None:
+        if self._sink is not None:
+            self._sink(ProgressEvent(kind, data))
+
+    def enter(self, phase: str) -> None:
+        """Start a new phase (``probe``, ``strategy``); search depth restarts at 0."""
+        self.phase = phase
+        self._depth = 0
+
+    # -- fed by the wrappers -------------------------------------------------------------
+
+    def completed(self, result: CompletionResult, *, whole: bool) -> None:
+        """A policy call returned. ``whole``: its choices are complete solutions."""
+        self.usage += result.usage
+        self._samples += len(result.choices)
+        for choice in result.choices:
+            if whole or has_boxed(choice.text):
+                answer = extract_answer(choice.text)
+                if answer is not None:
+                    key = normalize_answer(answer)
+                    self._votes[key] += 1
+                    self._vote_text.setdefault(key, answer)
+        self.emit("sampled", phase=self.phase, choices=len(result.choices), total=self._samples)
+
+    def scored(self, candidates: Sequence[Sequence[str]], result: PRMResult) -> None:
+        """A PRM call returned scores for ``candidates`` (each a list of steps)."""
+        self.usage += result.usage
+        self._scored += len(candidates)
+        depth = 0
+        for steps, scores in zip(candidates, result.scores, strict=False):
+            depth = max(depth, len(steps))
+            text = self.separator.join(steps)
+            answer = extract_answer(text) if has_boxed(text) else None
+            if answer is None:
+                continue
+            value = aggregate(scores, self.aggregation)
+            if self._best is None or value > self._best[0]:
+                candidate = Candidate(
+                    steps=list(steps),
+                    answer=answer,
+                    step_scores=[float(s) for s in scores],
+                    finished=True,
+                )
+                self._best = (value, candidate)
+        self.emit(
+            "scored",
+            phase=self.phase,
+            candidates=len(candidates),
+            best_score=None if self._best is None else round(self._best[0], 4),
+        )
+        if depth > self._depth:
+            self._depth = depth
+            self.emit("step", phase=self.phase, k=depth)
+
+    # -- read by the orchestrator --------------------------------------------------------
+
+    def best(self) -> BestSoFar:
+        """The best answer seen so far (scored beats voted; None when nothing answered)."""
+        if self._best is not None:
+            candidate = self._best[1]
+            return BestSoFar(candidate.answer, candidate, "scored")
+        if self._votes:
+            key, _ = self._votes.most_common(1)[0]
+            return BestSoFar(self._vote_text[key], None, "vote")
+        return BestSoFar(None, None, "none")
+
+
+class WatchedPolicy(PolicyClient):
+    """A PolicyClient that reports every completed call to a Watch.
+
+    It shares the wrapped client's HTTP connection pool and concurrency slots (anything not
+    overridden here is looked up on the wrapped client), and never closes them.
+    """
+
+    def __init__(self, inner: PolicyClient, watch: Watch) -> None:
+        # Deliberately no super().__init__(): that would open a second HTTP client.
+        self.spec = inner.spec
+        self._inner = inner
+        self._watch = watch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    @property
+    def n_supported(self) -> bool:
+        return self._inner.n_supported
+
+    @property
+    def inner(self) -> PolicyClient:
+        return self._inner
+
+    async def complete(
+        self,
+        prompt: str,
+        *,
+        n: int = 1,
+        stop: list[str] | None = None,
+        max_tokens: int = 256,
+        temperature: float = 0.8,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        logprobs: int | None = None,
+    ) -> CompletionResult:
+        result = await self._inner.complete(
+            prompt,
+            n=n,
+            stop=stop,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            logprobs=logprobs,
+        )
+        self._watch.completed(result, whole=self.separator not in (stop or ()))
+        return result
+
+    async def aclose(self) -> None:
+        """The wrapped client belongs to the orchestrator; nothing to close here."""
+
+
+class WatchedPRM:
+    """A PRM that reports every completed scoring call to a Watch."""
+
+    def __init__(self, inner: PRM, watch: Watch) -> None:
+        self.name = inner.name
+        self._inner = inner
+        self._watch = watch
+
+    @property
+    def inner(self) -> PRM:
+        return self._inner
+
+    async def score(self, question: str, candidates: Sequence[Sequence[str]]) -> PRMResult:
+        result = await self._inner.score(question, candidates)
+        self._watch.scored(candidates, result)
+        return result
+
+    async def aclose(self) -> None:
+        """The wrapped PRM belongs to the orchestrator; nothing to close here."""

@@ -1,0 +1,354 @@
+"""Training the router from the run log.
+
+The modelling works on plain records (one dict per run: problem_id, dataset, question,
+features, policy, prm, strategy, params, budget, correct, token/FLOP/dollar columns), so it
+is tested on synthetic logs; the store is reached only through the thin adapters here.
+
+Where features come from: a run logged by ``solve`` carries its own probe features; runs
+logged by ``ratts sweep`` do not, so the probe is logged once per problem as a run of the
+pseudo-strategy ``probe`` (``collect_probes``: k samples of the probe policy, PRM-scored,
+with the fraction graded correct kept as ``label_pass_at_1``, which is never a model
+input). Training joins each run to its problem's probe row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ratts.endpoints.policy import PolicyClient
+from ratts.endpoints.prm import PRM
+from ratts.errors import RouterError
+from ratts.grading import grade
+from ratts.router import ProbeSpec
+from ratts.router.candidates import CostModel, record_config
+from ratts.router.features import LABEL_PREFIX, text_features
+from ratts.router.model import MIN_ROWS, RouterModel, TrainedRouter, design_row
+from ratts.router.probe import DEFAULT_K, ProbeResult, pass_at_1, probe, probe_params
+from ratts.router.registry import register
+from ratts.settings import Settings
+from ratts.store import RunKey, Store, budget_label, problem_key
+from ratts.types import Problem, RunConfig, StrategyParams
+
+PROBE_STRATEGY = "probe"
+PASS_AT_1 = f"{LABEL_PREFIX}pass_at_1"
+Record = dict[str, Any]
+
+
+# ---------------------------------------------------------------- logging probes
+
+
+def probe_config(result: ProbeResult) -> RunConfig:
+    """The pseudo-config a probe is logged under (strategy ``probe``, N = k)."""
+    return RunConfig(
+        policy=result.policy, prm=result.prm, strategy=PROBE_STRATEGY, params=result.params
+    )
+
+
+def jsonable(features: Mapping[str, Any]) -> dict[str, Any]:
+    """NaN and infinities are not JSON: they become None (read back as NaN)."""
+    return {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in features.items()
+    }
+
+
+def probe_features(problem: Problem, result: ProbeResult) -> dict[str, Any]:
+    """Text + probe features, plus ``label_pass_at_1`` when the gold answer is known."""
+    features: dict[str, Any] = {**text_features(problem), **result.features}
+    rate = pass_at_1(result, problem.answer)
+    if rate is not None:
+        features[PASS_AT_1] = rate
+    return jsonable(features)
+
+
+def record_probe(
+    store: Store, problem: Problem, result: ProbeResult, *, dataset: str | None = None
+) -> bool:
+    """Log a probe as one run row; False if this problem already has this probe logged."""
+    return store.record_run(
+        problem,
+        probe_config(result),
+        budget_label(result.k),
+        dataset=dataset,
+        answer=result.answer,
+        correct=grade(result.answer, problem.answer),
+        usage=result.usage,
+        features=probe_features(problem, result),
+    )
+
+
+async def collect_probes(
+    store: Store,
+    problems: Sequence[Problem],
+    policy: PolicyClient,
+    prm: PRM | None,
+    *,
+    k: int = DEFAULT_K,
+    params: StrategyParams | None = None,
+    dataset: str | None = None,
+    concurrency: int = 16,
+    on_done: Callable[[], None] | None = None,
+) -> int:
+    """Probe every problem not yet probed this way and log it; returns how many were logged.
+
+    Resumable like the sweep: problems whose probe row exists are skipped.
+    """
+    if concurrency < 1:
+        raise RouterError(f"concurrency must be >= 1, got {concurrency}")
+    config_key = RunConfig(
+        policy=policy.name,
+        prm=prm.name if prm is not None else None,
+        strategy=PROBE_STRATEGY,
+        params=probe_params(params, k),
+    ).key()
+    budget = budget_label(k)
+    done = await asyncio.to_thread(store.done_keys, config_keys=[config_key])
+
+    def ds(problem: Problem) -> str | None:
+        if dataset is not None:
+            return dataset
+        value = problem.meta.get("dataset")
+        return str(value) if value is not None else None
+
+    todo = [p for p in problems if RunKey(problem_key(p, ds(p)), config_key, budget) not in done]
+    queue: asyncio.Queue[Problem] = asyncio.Queue()
+    for p in todo:
+        queue.put_nowait(p)
+    logged = 0
+
+    async def worker() -> None:
+        nonlocal logged
+        while not queue.empty():
+            problem = queue.get_nowait()
+            result = await probe(problem, policy, prm, k, params)
+            if await asyncio.to_thread(record_probe, store, problem, result, dataset=ds(problem)):
+                logged += 1
+            if on_done is not None:
+                on_done()
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(todo)))))
+    return logged
+
+
+# ---------------------------------------------------------------- reading the log
+
+
+def records_from_store(store: Store, *, dataset: str | None = None) -> list[Record]:
+    """Every successful run as a plain record (the adapter between store and modelling)."""
+    out: list[Record] = []
+    for row in store.runs(dataset=dataset, include_failed=False):
+        out.append(
+            {
+                "problem_id": row["problem_key"],
+                "dataset": row["dataset"],
+                "question": row["question"],
+                "meta": row["problem_meta"] or {},
+                "features": row["features"] or {},
+                "policy": row["policy"],
+                "prm": row["prm"],
+                "strategy": row["strategy"],
+                "params": row["params"] or {},
+                "budget": row["budget"],
+                "correct": row["correct"],
+                "policy_prompt_tokens": row["policy_prompt_tokens"],
+                "policy_completion_tokens": row["policy_completion_tokens"],
+                "prm_tokens": row["prm_tokens"],
+                "tokens": row["policy_prompt_tokens"]
+                + row["policy_completion_tokens"]
+                + row["prm_tokens"],
+                "flops": row["flops"],
+                "dollars": row["dollars"],
+            }
+        )
+    return out
+
+
+def split_probes(records: Iterable[Record]) -> tuple[list[Record], list[Record]]:
+    """(strategy runs, probe rows)."""
+    runs: list[Record] = []
+    probes: list[Record] = []
+    for rec in records:
+        (probes if rec["strategy"] == PROBE_STRATEGY else runs).append(rec)
+    return runs, probes
+
+
+def probe_spec_of(rec: Record) -> ProbeSpec:
+    return ProbeSpec(str(rec["policy"]), rec.get("prm"), int((rec.get("params") or {}).get("n", 0)))
+
+
+def default_probe(probes: Sequence[Record]) -> ProbeSpec | None:
+    """The probe covering the most problems (ties: the smallest k, then by name)."""
+    cover: dict[ProbeSpec, set[str]] = defaultdict(set)
+    for rec in probes:
+        cover[probe_spec_of(rec)].add(str(rec["problem_id"]))
+    if not cover:
+        return None
+    return min(cover, key=lambda s: (-len(cover[s]), s.k, s.policy, s.prm or ""))
+
+
+def probe_index(probes: Iterable[Record], spec: ProbeSpec) -> dict[str, Record]:
+    """problem_id -> its probe row of ``spec``."""
+    return {str(r["problem_id"]): r for r in probes if probe_spec_of(r) == spec}
+
+
+def with_features(
+    runs: Iterable[Record], probes: Sequence[Record], spec: ProbeSpec | None
+) -> list[Record]:
+    """Runs whose ``features`` are complete: their own (when they carry probe features, as
+    ``solve`` logs them), else their problem's probe row, else text features alone."""
+    index = probe_index(probes, spec) if spec is not None else {}
+    out: list[Record] = []
+    for rec in runs:
+        own = rec.get("features") or {}
+        if any(k.startswith("probe_") for k in own):
+            features = dict(own)
+        else:
+            problem = Problem(
+                id=str(rec["problem_id"]),
+                question=str(rec.get("question") or ""),
+                meta=rec.get("meta") or {},
+            )
+            features = {**text_features(problem), **own}
+            row = index.get(str(rec["problem_id"]))
+            if row is not None:
+                features.update(row.get("features") or {})
+        out.append({**rec, "features": features})
+    return out
+
+
+# ---------------------------------------------------------------- training
+
+
+@dataclass(slots=True)
+class TrainResult:
+    router: TrainedRouter
+    metrics: dict[str, Any]
+
+
+def design(records: Sequence[Record]) -> tuple[list[dict[str, Any]], list[bool], list[str]]:
+    """Model rows, labels and problem groups of graded records."""
+    rows = [design_row(r["features"], record_config(r)) for r in records]
+    return rows, [bool(r["correct"]) for r in records], [str(r["problem_id"]) for r in records]
+
+
+def split_problems(
+    problem_ids: Iterable[str], test_fraction: float, seed: int
+) -> tuple[set[str], set[str]]:
+    """(train, test) problem ids: a seeded shuffle, so a problem's runs stay together."""
+    ids = sorted(set(problem_ids))
+    random.Random(seed).shuffle(ids)
+    cut = round(len(ids) * test_fraction)
+    return set(ids[cut:]), set(ids[:cut])
+
+
+def holdout_metrics(
+    graded: Sequence[Record], model_params: Mapping[str, Any], seed: int, fraction: float
+) -> dict[str, Any]:
+    """Brier score, log loss and AUC on held-out problems (skipped when too small)."""
+    train_ids, test_ids = split_problems((r["problem_id"] for r in graded), fraction, seed)
+    train = [r for r in graded if r["problem_id"] in train_ids]
+    test = [r for r in graded if r["problem_id"] in test_ids]
+    if not test:
+        return {"holdout": "skipped: too few problems"}
+    try:
+        rows, labels, groups = design(train)
+        model = RouterModel(**model_params).fit(rows, labels, groups)
+    except RouterError as exc:
+        return {"holdout": f"skipped: {exc}"}
+    trows, tlabels, _ = design(test)
+    p = model.predict_proba(trows)[:, 1]
+    y = np.asarray(tlabels, dtype=float)
+    eps = 1e-6
+    clipped = np.clip(p, eps, 1 - eps)
+    out: dict[str, Any] = {
+        "holdout_problems": len(test_ids),
+        "holdout_rows": len(test),
+        "holdout_brier": float(np.mean((p - y) ** 2)),
+        "holdout_log_loss": float(-np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))),
+    }
+    if 0 < y.sum() < len(y):
+        out["holdout_auc"] = _auc(p, y)
+    return out
+
+
+def _auc(p: np.ndarray[Any, Any], y: np.ndarray[Any, Any]) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p))
+
+
+def train_router(
+    records: Sequence[Record],
+    *,
+    probe: ProbeSpec | None = None,
+    settings: Settings | None = None,
+    seed: int = 0,
+    holdout: float = 0.2,
+    model_params: Mapping[str, Any] | None = None,
+) -> TrainResult:
+    """Fit the router on every graded run of ``records`` (probe rows supply features).
+
+    Metrics come from a separate fit on (1 - holdout) of the problems, scored on the rest.
+    Raises RouterError for a log with too few graded runs or a single outcome.
+    """
+    runs, probes = split_probes(records)
+    spec = probe or default_probe(probes)
+    graded = [r for r in with_features(runs, probes, spec) if r.get("correct") is not None]
+    params = {"random_state": seed, **(model_params or {})}
+    min_rows = int(params.get("min_rows", MIN_ROWS))
+    if len(graded) < min_rows:
+        raise RouterError(
+            f"need at least {min_rows} graded runs to train the router, got {len(graded)}; "
+            "log more runs (ratts sweep) and retry"
+        )
+    rows, labels, groups = design(graded)
+    model = RouterModel(**params).fit(rows, labels, groups)
+    configs = list({c.key(): c for c in (record_config(r) for r in graded)}.values())
+    costs = CostModel.from_records(graded, settings)
+    router = TrainedRouter.from_parts(
+        model, configs, costs, spec.as_dict() if spec else {}, rows=len(graded)
+    )
+    problems = {r["problem_id"] for r in graded}
+    metrics: dict[str, Any] = {
+        "rows": len(graded),
+        "problems": len(problems),
+        "configs": len(configs),
+        "positive_rate": sum(labels) / len(labels),
+        "probe": spec.as_dict() if spec else None,
+        "seed": seed,
+        "per_config_rows": dict(Counter(record_config(r).label() for r in graded).most_common()),
+    }
+    if holdout > 0:
+        metrics.update(holdout_metrics(graded, params, seed, holdout))
+    return TrainResult(router, metrics)
+
+
+def train_and_register(
+    store: Store,
+    settings: Settings,
+    *,
+    directory: Path | None = None,
+    dataset: str | None = None,
+    probe: ProbeSpec | None = None,
+    seed: int = 0,
+    model_params: Mapping[str, Any] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Train on the store's log, save the artifact, register version n+1 as current."""
+    result = train_router(
+        records_from_store(store, dataset=dataset),
+        probe=probe,
+        settings=settings,
+        seed=seed,
+        model_params=model_params,
+    )
+    folder = directory or settings.data_dir / "routers"
+    version = register(store, result.router, folder, result.metrics)
+    return version, result.metrics
