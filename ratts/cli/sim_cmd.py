@@ -47,3 +47,38 @@ def serve(
         uvicorn.Config(create_app(cfg), log_level="warning", lifespan="off", access_log=False)
     )
     server.run(sockets=[sock])
+
+
+@app.command()
+def dataset(
+    out: Annotated[Path, typer.Argument(help="JSONL file to write")],
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="number of problems")] = 200,
+    seed: Annotated[
+        int, typer.Option(help="the sim server's seed (gold answers depend on it)")
+    ] = 0,
+    prefix: Annotated[str, typer.Option(help="question text prefix")] = "Sim problem",
+) -> None:
+    """Write problems whose gold answers are the simulator's own, so sweeps on the sim grade.
+
+    The simulator invents its own answers (a hash of the question), so a real dataset
+    graded against the sim scores 0%; use this file for sweeps, reports and router training
+    against ``ratts sim serve``.
+    """
+    import json
+
+    from ratts.sim import world
+
+    try:
+        with out.open("w", encoding="utf-8") as fh:
+            for i in range(n):
+                question = f"{prefix} {i}: follow the hidden chain of operations; give the value."
+                record = {
+                    "id": f"sim-s{seed}-{i}",
+                    "problem": question,
+                    "answer": world.gold_answer(question, seed),
+                    "difficulty": round(world.difficulty(question, seed), 3),
+                }
+                fh.write(json.dumps(record) + "\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror}") from None
+    typer.echo(f"wrote {n} simulated problems to {out} (gold answers for sim seed {seed})")
