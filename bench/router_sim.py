@@ -166,8 +166,12 @@ def main() -> None:
     print("SIMULATED world (ratts.sim): numbers are simulations, not real-model results.")
     print(format_table(report))
     (out / "router_sim.json").write_text(json.dumps(report.to_dict(), indent=2))
+    (out / "router_sim.md").write_text(
+        "SIMULATED world (ratts.sim); `python bench/router_sim.py --problems "
+        f"{args.problems} --seed {args.seed}`\n\n{format_table(report)}\n"
+    )
     plot_curves(report, out / "router_sim.png")
-    print(f"wrote {out / 'router_sim.json'} and {out / 'router_sim.png'}")
+    print(f"wrote router_sim.json, router_sim.md and router_sim.png under {out}")
     print(f"total {time.perf_counter() - started:.0f}s")
 
 

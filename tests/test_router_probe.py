@@ -4,8 +4,10 @@ whose samples the chosen strategy reuses (the sim's own counters prove the savin
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
+from sweep_helpers import run_cli, settings_file, sim_dataset
 
 from ratts.endpoints.factory import build_policy, build_prm
 from ratts.errors import InputError
@@ -17,8 +19,10 @@ from ratts.router.probe import (
     remaining_fraction,
     run_with_probe,
 )
+from ratts.router.train import records_from_store
 from ratts.settings import PolicySpec, PRMSpec
 from ratts.sim import SimServer, world
+from ratts.store import open_store
 from ratts.strategies import get_strategy
 from ratts.types import Problem, RunConfig, StrategyParams
 
@@ -147,3 +151,23 @@ async def test_cot_and_majority_reuse_and_beam_search_pays_the_probe(
     assert remaining_fraction(majority, "sim-weak", 4) == pytest.approx(2 / 6)
     await policy.aclose()
     await prm.aclose()
+
+
+def test_cli_probe_logs_features_once_per_problem(
+    capsys: pytest.CaptureFixture[str], sim: SimServer, tmp_path: Path
+) -> None:
+    data = sim_dataset(tmp_path / "probe.jsonl", 5)
+    toml = settings_file(tmp_path / "ratts.toml", sim.base_url, tmp_path / "runs.db")
+    args = ("router", "probe", str(data), "-k", "3", "--settings", str(toml))
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert "probed 5 problems (0 already probed) with sim-weak k=3" in out
+    assert sim.stats()["choices"] == 15
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0 and "probed 0 problems (5 already probed)" in out
+    with open_store(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+        rows = records_from_store(store)
+    assert len(rows) == 5 and {r["strategy"] for r in rows} == {"probe"}
+    features = rows[0]["features"]
+    assert features["probe_k"] == 3 and "text_chars" in features
+    assert 0.0 <= features["label_pass_at_1"] <= 1.0

@@ -343,6 +343,10 @@ def evaluate(records: Sequence[Record], cfg: EvalConfig | None = None) -> EvalRe
             cfg.unit
         ],
         "router compute includes its probe; best fixed is picked on the test set",
+        f"the router never spends less than its probe: {data.probe_cost.mean():.3g} "
+        f"{cfg.unit} per problem on average",
+        "frontiers are step functions: a method is read at its best point using at most the "
+        "router's realized mean compute",
     ]
     counts = {**data.counts, "test_bins": bins_count}
     return EvalReport(
@@ -511,6 +515,7 @@ def format_table(report: EvalReport) -> str:
         f"{c['train_problems']}; candidate configs: {c['candidate_configs']}; probe: {c['probe']}"
     )
     lines.append(f"difficulty bins from: {report.pass1_source}")
+    lines.extend(f"note: {n}" for n in report.notes)
     if s:
         gain = 100 * (s["mean_gain_vs_best_fixed"] or 0)
         lines.append(
@@ -557,11 +562,18 @@ def plot_curves(report: EvalReport, path: Path) -> Path:
         if not points:
             continue
         style, color = styles[name]
-        if name in ("best fixed", "majority vote"):
-            xs, ys = _steps(points)
-        else:
-            xs, ys = [p.compute for p in points], [100 * p.accuracy for p in points]
-        ax.plot(xs, ys, style, color=color, label=name, markersize=3, linewidth=1.5, zorder=2)
+        xs, ys = _steps(points)  # a frontier is a step: no mixing between its points
+        line = style.rstrip("os")
+        ax.plot(xs, ys, line, color=color, label=name, linewidth=1.5, zorder=2)
+        if style != line:
+            ax.plot(
+                [p.compute for p in points],
+                [100 * p.accuracy for p in points],
+                style[-1],
+                color=color,
+                markersize=3,
+                zorder=3,
+            )
     ax.set_xscale("log")
     ax.set_xlabel(f"mean compute per problem ({report.config['unit']})")
     ax.set_ylabel("accuracy on held-out problems (%)")
