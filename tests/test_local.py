@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -32,6 +33,7 @@ from ratts.local import (
 from ratts.local.prepare import META_FILE, WEIGHTS_FILE, install_package
 from ratts.local.prompts import (
     EXAMPLES,
+    FEWSHOT_GAP,
     chat_messages,
     chat_template,
     fewshot_template,
@@ -41,12 +43,14 @@ from ratts.local.prompts import (
 from ratts.local.registry import LocalModel
 from ratts.local.serve import (
     _kill_group,
+    _known_cause,
     _looks_like_vllm,
     free_port,
     pid_file,
     port_in_use,
     process_alive,
     read_record,
+    vllm_command,
 )
 from ratts.local.settings_file import dumps, read_document
 from ratts.settings import load_settings
@@ -99,9 +103,9 @@ def test_fewshot_prompt_ends_where_a_solution_begins() -> None:
     assert prompt.count("Problem: ") == len(EXAMPLES) + 1
     assert prompt.count("\\boxed{") == len(EXAMPLES) + 1  # the instruction names it too
     gemma = get_model("gemma3-270m")
-    # examples are separated by what the model's stop sequences catch
-    assert all(ex.solution + "\n\n\n" in prompt for ex in EXAMPLES)
-    assert "\n\n\n" in gemma.stop
+    # steps joined by the model's separator; examples apart by what its stop sequences catch
+    assert all(ex.solution(gemma.step_separator) + FEWSHOT_GAP in prompt for ex in EXAMPLES)
+    assert FEWSHOT_GAP in gemma.stop
 
 
 def test_prompt_template_follows_the_prompt_style() -> None:
@@ -112,10 +116,20 @@ def test_prompt_template_follows_the_prompt_style() -> None:
 def test_worked_examples_are_steps_the_arithmetic_prm_accepts() -> None:
     """The examples teach the step format: blank-line steps, true ``a op b = c`` claims."""
     for ex in EXAMPLES:
-        steps = ex.solution.split("\n\n")
-        assert len(steps) >= 3 and "\\boxed{" in steps[-1]
-        scores = score_steps(steps)
+        assert len(ex.steps) >= 3 and "\\boxed{" in ex.steps[-1]
+        assert all("\n" not in step for step in ex.steps)
+        scores = score_steps(list(ex.steps))
         assert TRUE_SCORE in scores and min(scores) > 0.5
+        assert ex.solution("\n").split("\n") == list(ex.steps)
+
+
+def test_each_model_gets_its_separator_in_its_examples() -> None:
+    """SmolLM2 steps are lines (its BPE splits a blank line before a word but not at the end
+    of a prompt); Gemma's are blank-line separated."""
+    smol = prompt_template(get_model("smollm2-135m")).format(question=QUESTION)
+    assert "15 + 9 = 24.\nShe gives away 4" in smol and "on its own line" in smol
+    gemma = prompt_template(get_model("gemma3-270m")).format(question=QUESTION)
+    assert "15 + 9 = 24.\n\nShe gives away 4" in gemma and "blank line" in gemma
 
 
 def test_policy_spec_points_at_the_server(tmp_path: Path) -> None:
@@ -124,7 +138,7 @@ def test_policy_spec_points_at_the_server(tmp_path: Path) -> None:
     assert spec.base_url == "http://127.0.0.1:8123/v1" and spec.model == "smollm2-135m"
     assert spec.usd_per_mtok_prompt == spec.usd_per_mtok_completion == 0.0
     assert spec.params == get_model("smollm2-135m").params  # no metadata in tmp_path
-    assert spec.prompt_template == chat_template() and spec.step_separator == "\n\n"
+    assert spec.prompt_template == chat_template() and spec.step_separator == "\n"
     gemma = policy_spec("gemma3-270m", info, params=123.0)
     assert gemma.params == 123.0 and gemma.stop == ("\n\n\n", "Problem:")
 
@@ -319,3 +333,26 @@ def test_cli_bad_input_exits_non_zero_with_one_line(tmp_path: Path, taken_port: 
     assert listed.returncode == 0 and "smollm2-135m" in listed.stdout
     stopped = _cli("stop", env=env)
     assert stopped.returncode == 0 and "no local model server" in stopped.stdout
+
+
+def test_vllm_command_carries_the_workarounds(tmp_path: Path) -> None:
+    folder = _fake_prepared(tmp_path, "gemma3-270m")
+    template = folder / "chat_template.jinja"
+    prepared = load_prepared("gemma3-270m", tmp_path)
+    assert prepared is not None
+    cmd = vllm_command(
+        dataclasses.replace(prepared, chat_template_file=template), "127.0.0.1", 8102, True
+    )
+    assert cmd[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+    assert cmd[cmd.index("--model") + 1] == str(folder)
+    assert cmd[cmd.index("--served-model-name") + 1] == "gemma3-270m"
+    assert cmd[cmd.index("--chat-template") + 1] == str(template)
+    assert "--no-enable-chunked-prefill" in cmd and "--enforce-eager" in cmd
+    batched = int(cmd[cmd.index("--max-num-batched-tokens") + 1])
+    assert batched >= int(cmd[cmd.index("--max-model-len") + 1])
+
+
+def test_known_start_failures_get_a_hint() -> None:
+    log = "Traceback ...\nRuntimeError: operator torchvision::nms does not exist\n"
+    assert "pip uninstall -y torchvision" in _known_cause(log)
+    assert _known_cause("some other failure") == ""

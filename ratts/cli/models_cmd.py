@@ -25,7 +25,7 @@ from ratts.local import (
 from ratts.local.prepare import package_dir
 
 app = typer.Typer(no_args_is_help=True)
-console = Console()
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 
@@ -61,7 +61,7 @@ def list_cmd() -> None:
     served = {s.name: s for s in running_servers()}
     table = Table(title="local models")
     for col in ("name", "model", "prompts", "prepared", "served"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for model in MODELS.values():
         p, s = prepared.get(model.name), served.get(model.name)
         table.add_row(

@@ -178,9 +178,11 @@ def convert(model: LocalModel, gguf: Path, out: Path) -> float:
     tok_kwargs: dict[str, Any] = {"add_bos_token": True} if model.add_bos else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, **tok_kwargs)
+        # float32 is transformers' fast path for GGUF; the cast to bf16 is exact here
         hf_model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
         )
+        torch.nn.Module.to(hf_model, torch.bfloat16)  # in place
     except (OSError, ValueError, ImportError) as exc:
         raise PrepareError(f"loading {gguf.name} with transformers failed: {exc}") from None
     setattr(hf_model, "hf_quantizer", None)  # noqa: B010  (nn.Module typing)

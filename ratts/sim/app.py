@@ -243,6 +243,7 @@ def _choice(
         prior,
         skill=policy.skill,
         rush=policy.rush,
+        terse_errors=policy.terse_errors,
         seed=cfg.seed,
         draw=draw,
         temperature=req.temperature,
@@ -437,6 +438,7 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
                 quality=prm.quality,
                 noise=prm.noise,
                 length_bias=prm.length_bias,
+                step_length_bias=prm.step_length_bias,
                 seed=cfg.seed,
             )
             data.append({"index": i, "object": "pooling", "data": [[1.0 - r, r] for r in rewards]})

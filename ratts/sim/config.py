@@ -11,6 +11,7 @@ Example (any section may be left out; ``[policies]``/``[prms]`` replace the defa
     quality = 2.0
     noise = 0.8
     length_bias = 0.0
+    step_length_bias = 0.0
     [capacity]
     slots = 64
     prefill_tps = 4000.0
@@ -42,6 +43,12 @@ class SimPolicy(BaseModel):
     rush: float = Field(
         default=0.35, ge=0.0, le=1.0, description="chance per step that a wrong chain answers"
     )
+    terse_errors: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="how much shorter (less reasoning) the step that goes wrong is written",
+    )
 
 
 class SimPRM(BaseModel):
@@ -53,6 +60,10 @@ class SimPRM(BaseModel):
     noise: float = Field(default=0.8, ge=0.0, description="std of the logit noise")
     length_bias: float = Field(
         default=0.0, description="logit bonus on the answer step per step shorter than 6"
+    )
+    step_length_bias: float = Field(
+        default=0.0,
+        description="logit bonus on every other step per token shorter than 18 (prefers terse)",
     )
 
 

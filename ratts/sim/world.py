@@ -27,6 +27,7 @@ from statistics import NormalDist
 
 MOD = 10007
 REF_STEPS = 6
+REF_STEP_TOKENS = 18  # a typical value step: 13 tokens of frame + 2..9 filler words
 SEPARATOR = "\n\n"
 DISTRACTOR_WEIGHTS = (0.5, 0.3, 0.2)
 GREEDY_DRAW = 0.4999
@@ -243,9 +244,12 @@ def step_probability(skill: float, step_difficulty: float, temperature: float) -
     return _sigmoid(logit / max(temperature, 0.05))
 
 
-def _filler(draw: Draws) -> str:
-    n = 2 + int(draw() * 8)
-    return " ".join(_FILLER[int(draw() * len(_FILLER))] for _ in range(n))
+def _filler(draw: Draws, shrink: float = 0.0) -> str:
+    """2..9 words of "reasoning"; ``shrink`` in [0, 1] keeps only the shortest part of that
+    range. The draws are the same either way, so the rest of the sample is unchanged."""
+    u = draw()
+    words = [_FILLER[int(draw() * len(_FILLER))] for _ in range(2 + int(u * 8))]
+    return " ".join(words[: 2 + int(u * 8 * (1.0 - shrink))])
 
 
 def continue_solution(
@@ -257,10 +261,14 @@ def continue_solution(
     seed: int,
     draw: Draws,
     temperature: float,
+    terse_errors: float = 0.0,
 ) -> Iterator[str]:
     """The steps the policy writes after ``prior``, ending with the final-answer step.
 
     Lazy, so a server can stop at the first stop string without writing the rest.
+    ``terse_errors`` in [0, 1]: the step where the chain goes wrong is written with less
+    reasoning (its filler is drawn from the shortest ``1 - terse_errors`` of the range), as
+    when a model skips reasoning and slips; 0 leaves every sample as it was.
     """
     if any(step_answer(s) is not None for s in prior):
         return
@@ -286,6 +294,7 @@ def continue_solution(
                         break
             yield f"The final answer is \\boxed{{{answer}}}."
             return
+        shrink = 0.0
         if ok:
             p = step_probability(skill, problem.step_difficulty[k], temperature)
             if draw() < p:
@@ -295,9 +304,11 @@ def continue_solution(
                 if value == problem.values[k]:
                     value = (value + 1) % MOD
                 ok = False
+                shrink = terse_errors
         else:
             value = problem.advance(prev, k, seed)
-        yield f"Step {k}: {_filler(draw)} from x_{k - 1} = {prev} we get x_{k} = {value}."
+        filler = _filler(draw, shrink)
+        yield f"Step {k}: {filler} from x_{k - 1} = {prev} we get x_{k} = {value}."
         prev = value
         k += 1
 
@@ -314,11 +325,14 @@ def prm_rewards(
     noise: float,
     length_bias: float,
     seed: int,
+    step_length_bias: float = 0.0,
 ) -> list[float]:
     """Per-step rewards in [0, 1]: a noisy, causal signal of prefix correctness.
 
     The noise of step i depends only on the text up to step i; ``length_bias`` adds a logit
-    bonus on an answer step for each step the solution is shorter than ``REF_STEPS``.
+    bonus on an answer step for each step the solution is shorter than ``REF_STEPS``;
+    ``step_length_bias`` adds a logit bonus on every other step for each token it is
+    shorter than ``REF_STEP_TOKENS`` (a malus when longer): a PRM that prefers terse steps.
     """
     flags = correctness(problem, steps)
     rewards: list[float] = []
@@ -327,7 +341,10 @@ def prm_rewards(
         logit = (quality if ok else -quality) + noise * _normal(
             seed, prm_name, problem.question, prefix
         )
-        if length_bias and step_answer(steps[i]) is not None:
+        is_answer = step_answer(steps[i]) is not None
+        if length_bias and is_answer:
             logit += length_bias * (REF_STEPS - (i + 1))
+        if step_length_bias and not is_answer:
+            logit += step_length_bias * (REF_STEP_TOKENS - count_tokens(steps[i]))
         rewards.append(_sigmoid(logit))
     return rewards

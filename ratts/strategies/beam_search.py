@@ -32,5 +32,5 @@ class BeamSearch:
         check_problem(problem)
         run = RunLedger(self.name, params)
         shape = SearchShape(keep=params.n // params.beam_width, expand=params.beam_width)
-        leaves = await search(run, problem, policy, scorer, shape)
+        (leaves,) = await search(run, problem, policy, scorer, shape)
         return run.outcome(leaves, select_leaf(run, leaves))

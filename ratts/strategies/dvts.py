@@ -1,5 +1,6 @@
-"""DVTS (N, M): N/M independent subtrees run concurrently, each keeping one beam and
-expanding it by M per step; the answer is selected over all subtrees' leaves.
+"""DVTS (N, M): N/M independent subtrees run concurrently (in lockstep, one PRM call per step
+for all of them), each keeping one beam and expanding it by M per step; the answer is
+selected over all subtrees' leaves.
 
 Independent subtrees trade the single tree's exploitation for diversity, which the paper
 shows pays off at large N.
@@ -10,7 +11,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 from ratts.endpoints.policy import PolicyClient
-from ratts.endpoints.pool import gather_all
 from ratts.endpoints.prm import PRM
 from ratts.strategies.sampling import RunLedger, check_problem, check_tree, require_prm
 from ratts.strategies.tree_search import SearchShape, search, select_leaf
@@ -39,8 +39,6 @@ class DVTS:
         run = RunLedger(self.name, params)
         shape = SearchShape(keep=1, expand=params.beam_width)
         subtrees = params.n // params.beam_width
-        pools = await gather_all(
-            [search(run, problem, policy, scorer, shape, tree=t) for t in range(subtrees)]
-        )
+        pools = await search(run, problem, policy, scorer, shape, trees=range(subtrees))
         leaves = [leaf for pool in pools for leaf in pool]
         return run.outcome(leaves, select_leaf(run, leaves))
