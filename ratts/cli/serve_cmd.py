@@ -47,7 +47,7 @@ def serve(
     store = open_store(db or settings.db_url)  # before the heavy imports: fail fast
 
     from ratts.server.app import TOKEN_ENV, create_app
-    from ratts.server.runner import bind, make_server
+    from ratts.serving import bind, make_server
 
     try:
         app = create_app(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -27,26 +26,16 @@ def serve(
     ] = None,
 ) -> None:
     """Serve /v1/completions, /v1/models, /pooling and /sim/stats over simulated models."""
-    import uvicorn
-
+    from ratts.serving import bind, make_server
     from ratts.sim import SimConfig, create_app, load_sim_config
 
     cfg = load_sim_config(config) if config is not None else SimConfig()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock = bind(host, port)
     models = ", ".join([*cfg.policies, *cfg.prms])
     typer.echo(
         f"ratts SIMULATOR on http://{host}:{port} (seed {cfg.seed}; models: {models})",
     )
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(cfg), log_level="warning", lifespan="off", access_log=False)
-    )
-    server.run(sockets=[sock])
+    make_server(create_app(cfg)).run(sockets=[sock])
 
 
 @app.command()

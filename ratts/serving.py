@@ -27,14 +27,18 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def make_server(
-    app: Any, *, log_level: str = "warning", access_log: bool = False
+    app: Any,
+    *,
+    log_level: str = "warning",
+    access_log: bool = False,
+    graceful_shutdown_s: int = 5,
 ) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
         log_level=log_level,
         access_log=access_log,
         lifespan="on",
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=graceful_shutdown_s,
         backlog=2048,
     )
     return uvicorn.Server(config)
@@ -46,6 +50,10 @@ class ServerThread:
     ``start`` returns once the app's startup (lifespan) has finished and it accepts
     requests; ``stop`` runs its shutdown and joins the thread.
     """
+
+    #: how the thread and its errors are named
+    label = "ratts server"
+    graceful_shutdown_s = 5
 
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = app
@@ -71,9 +79,9 @@ class ServerThread:
             return self
         sock = bind(self.host, self._port)
         self._port = sock.getsockname()[1]
-        server = make_server(self.app)
+        server = make_server(self.app, graceful_shutdown_s=self.graceful_shutdown_s)
         thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="ratts-serve", daemon=True
+            target=server.run, kwargs={"sockets": [sock]}, name=self.label, daemon=True
         )
         self._server, self._thread = server, thread
         thread.start()
@@ -81,7 +89,7 @@ class ServerThread:
         while not server.started:
             if not thread.is_alive() or time.monotonic() > deadline:
                 self.stop()
-                raise EndpointUnreachableError(f"ratts server did not start on port {self._port}")
+                raise EndpointUnreachableError(f"{self.label} did not start on port {self._port}")
             time.sleep(0.01)
         return self
 
