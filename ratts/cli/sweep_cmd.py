@@ -35,7 +35,7 @@ def sweep(
     dataset: Annotated[str, typer.Argument(help="a .jsonl file, or arith[:ops=A-B,max=M]")],
     configs: Annotated[
         Path | None,
-        typer.Option("--configs", "-f", help="sweep TOML with [[configs]] tables"),
+        typer.Option("--configs", "-f", help="sweep TOML with \\[\\[configs]] tables"),
     ] = None,
     strategy: Annotated[
         list[str] | None, typer.Option("--strategy", "-s", help="strategy (repeatable)")
