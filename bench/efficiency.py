@@ -49,6 +49,7 @@ from ratts.store import open_store
 from ratts.types import Problem, RunConfig, StrategyParams
 
 OUT = Path(__file__).resolve().parent / "results"
+MAX_INTERVALS = 10_000  # the sim keeps this many request intervals
 POLICY = "sim-policy"
 PRM = "sim-prm"
 TARGET_UTILISATION = 0.90
@@ -147,6 +148,7 @@ class Row:
     cpu_per_1k_generations: float
     server_cpu_s: float | None
     load_average: float
+    demand_saturated: float | None
 
 
 async def run_one(
@@ -166,12 +168,13 @@ async def run_one(
     server_cpu0 = sim.cpu_seconds()
     with open_store(settings.db_url) as store:
         cpu0 = _cpu_self()
-        t0 = time.perf_counter()
+        epoch0, t0 = time.time(), time.perf_counter()
         stats = await run_sweep(
             items, [config], store, settings, concurrency=concurrency, progress=False
         )
         wall = time.perf_counter() - t0
         cpu = _cpu_self() - cpu0
+        epoch1 = time.time()
     server_cpu1 = sim.cpu_seconds()
     s = sim.stats()
     cap = CAPACITY
@@ -210,7 +213,34 @@ async def run_one(
             None if server_cpu0 is None or server_cpu1 is None else server_cpu1 - server_cpu0
         ),
         load_average=os.getloadavg()[0],
+        demand_saturated=demand_saturated(s, epoch0, epoch1, cap.slots),
     )
+
+
+def demand_saturated(stats: dict[str, Any], start: float, end: float, slots: int) -> float | None:
+    """Share of the sweep's wall time during which the client had at least ``slots``
+    policy sequences in flight at the server (from the server's request intervals).
+
+    Near 1 with utilisation below target means the client kept the server fed and the
+    shortfall is on the server's side (here: the simulator's own process short of CPU).
+    None when the server's interval log overflowed and the answer would be partial.
+    """
+    spans = [i for i in stats["intervals"] if i["endpoint"] == "completions"]
+    if not spans or len(stats["intervals"]) >= MAX_INTERVALS or end <= start:
+        return None
+    edges = sorted(
+        [(max(i["start"], start), i["choices"]) for i in spans]
+        + [(min(i["end"], end), -i["choices"]) for i in spans]
+    )
+    saturated = 0.0
+    level = 0
+    last = start
+    for at, delta in edges:
+        if level >= slots:
+            saturated += max(0.0, at - last)
+        last = max(last, at)
+        level += delta
+    return saturated / (end - start)
 
 
 def table(rows: Sequence[Row]) -> str:
@@ -218,18 +248,19 @@ def table(rows: Sequence[Row]) -> str:
         f"{'config':<18} {'wall s':>6} {'ideal s':>7} {'util':>6} {'PRM util':>8} "
         f"{'pol req':>7} {'HTTP pol':>8} {'HTTP PRM':>8} {'gens':>6} {'cli CPU s':>9} "
         f"{'CPU/1k req':>10} {'CPU/1k HTTP':>11} {'CPU/1k gen':>10} {'srv CPU s':>9} "
-        f"{'acc':>6} {'load':>5}"
+        f"{'fed':>5} {'acc':>6} {'load':>5}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         srv = "-" if r.server_cpu_s is None else f"{r.server_cpu_s:.1f}"
         acc = "-" if r.accuracy is None else f"{r.accuracy:.1%}"
+        fed = "-" if r.demand_saturated is None else f"{r.demand_saturated:.0%}"
         lines.append(
             f"{r.label:<18} {r.wall_s:>6.1f} {r.ideal_s:>7.1f} {r.utilisation:>6.1%} "
             f"{r.prm_utilisation:>8.1%} {r.policy_requests:>7} {r.policy_http_requests:>8} "
             f"{r.prm_http_requests:>8} {r.generations:>6} {r.client_cpu_s:>9.2f} "
             f"{r.cpu_per_1k_policy_requests:>10.2f} {r.cpu_per_1k_http_requests:>11.2f} "
-            f"{r.cpu_per_1k_generations:>10.3f} {srv:>9} {acc:>6} {r.load_average:>5.1f}"
+            f"{r.cpu_per_1k_generations:>10.3f} {srv:>9} {fed:>5} {acc:>6} {r.load_average:>5.1f}"
         )
     return "\n".join(lines)
 
@@ -239,12 +270,26 @@ def verdicts(rows: Sequence[Row]) -> list[str]:
     for r in rows:
         util_ok = r.utilisation >= TARGET_UTILISATION
         cpu_ok = r.cpu_per_1k_policy_requests <= TARGET_CPU_PER_1K
-        out.append(
+        line = (
             f"{r.label}: utilisation {r.utilisation:.1%} "
             f"({'MET' if util_ok else 'MISSED'}: target >= {TARGET_UTILISATION:.0%}); "
             f"client CPU {r.cpu_per_1k_policy_requests:.2f} s per 1000 policy requests "
             f"({'MET' if cpu_ok else 'MISSED'}: target <= {TARGET_CPU_PER_1K})"
         )
+        if not util_ok and r.demand_saturated is not None:
+            if r.demand_saturated >= TARGET_UTILISATION:
+                line += (
+                    f"; the client kept >= {CAPACITY.slots} sequences at the server "
+                    f"{r.demand_saturated:.0%} of the time, so the shortfall is the simulated "
+                    f"server's own (its process short of CPU: load average {r.load_average:.1f} "
+                    "on this machine)"
+                )
+            else:
+                line += (
+                    f"; the client had >= {CAPACITY.slots} sequences at the server only "
+                    f"{r.demand_saturated:.0%} of the time: it did not keep the server fed"
+                )
+        out.append(line)
     return out
 
 

@@ -63,6 +63,8 @@ async def test_unseeded_prompts_share_one_request(sim: SimServer, weak: PolicyCl
     stats = sim.stats()
     assert stats["requests"] == {"completions": 1}
     assert stats["prompts"] == 3 and stats["choices"] == 9
+    (interval,) = stats["intervals"]
+    assert interval["n"] == 3 and interval["choices"] == 9
     assert len(result.choices) == 9
     # prompt-major: choices 3i..3i+2 continue prompt i, whose next step is i + 1
     for i in range(3):

@@ -125,3 +125,4 @@ def test_the_server_applies_both_knobs_from_its_config() -> None:
         assert resp.json()["choices"][0]["text"] == want
         stats = httpx.get(f"{server.base_url}/sim/stats", timeout=10).json()
         assert stats["prompts"] == 2 and stats["choices"] == 2
+        assert [i["choices"] for i in stats["intervals"]] == [1, 2]  # pooling input, n x prompts

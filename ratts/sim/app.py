@@ -87,6 +87,7 @@ class Interval:
     model: str
     n: int
     status: int
+    choices: int = 0  # sequences asked for: n x prompts (completions), inputs (pooling)
 
 
 @dataclass
@@ -132,6 +133,7 @@ class SimStats:
                     "endpoint": i.endpoint,
                     "model": i.model,
                     "n": i.n,
+                    "choices": i.choices,
                     "status": i.status,
                 }
                 for i in self.intervals
@@ -332,7 +334,7 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
         start = time.time()
-        model, n = "", 0
+        model, n, asked = "", 0, 0
         try:
             fault = state.next_fault()
             early = await _faulted(state, fault)
@@ -344,9 +346,11 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
                     model = str(body.get("model", ""))
                     raw_n = body.get("n", 1)
                     n = raw_n if isinstance(raw_n, int) else 1
+                    prompt = body.get("prompt")
+                    asked = n * (len(prompt) if isinstance(prompt, list) else 1)
                     if endpoint == "pooling":
                         inputs = body.get("input")
-                        n = len(inputs) if isinstance(inputs, list) else 1
+                        n = asked = len(inputs) if isinstance(inputs, list) else 1
                 _bump(stats.requests_by_model, model)
                 resp = await handler(body)
         except _BadRequest as exc:
@@ -355,7 +359,7 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
             state.stats.in_flight -= 1
         _bump(state.stats.responses_by_status, str(resp.status_code))
         state.stats.intervals.append(
-            Interval(start, time.time(), endpoint, model, n, resp.status_code)
+            Interval(start, time.time(), endpoint, model, n, resp.status_code, asked)
         )
         return resp
 
