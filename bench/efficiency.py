@@ -20,7 +20,8 @@ Targets: utilisation >= 90%; <= 0.5 client CPU-s per 1000 policy requests.
 ``--profile`` adds a pyinstrument profile of the client (the breakdown by library that the
 closing note relies on). Every number comes from a SIMULATED server; the client is real.
 
-Usage: ``.venv/bin/python bench/efficiency.py`` (about 4 minutes on 2 cores).
+Usage: ``.venv/bin/python bench/efficiency.py`` (about 3 minutes on 2 cores; 4 with
+``--profile``).
 """
 
 from __future__ import annotations

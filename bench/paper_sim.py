@@ -17,7 +17,7 @@ step, pays more per N than it would on vLLM; every comparison below is at equal 
 (the best accuracy a strategy reaches within a budget), which is stricter on search than
 the paper's equal-N axis.
 
-Usage: ``.venv/bin/python bench/paper_sim.py`` (about 6-8 minutes on 2 cores; writes
+Usage: ``.venv/bin/python bench/paper_sim.py`` (about 3.5-5 minutes on 2 cores; writes
 bench/results/paper_sim.json, paper_sim_all.png and paper_sim_hard.png).
 """
 

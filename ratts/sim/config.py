@@ -7,6 +7,7 @@ Example (any section may be left out; ``[policies]``/``[prms]`` replace the defa
     supports_n = true
     [policies.sim-weak]
     skill = 0.35
+    terse_errors = 0.0
     [prms.sim-prm]
     quality = 2.0
     noise = 0.8
