@@ -5,15 +5,10 @@ Over real loopback HTTP against the simulator (and one small FastAPI app that re
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -22,6 +17,7 @@ from ratts.endpoints.factory import build_policy, build_prm
 from ratts.endpoints.policy import CompletionResult, PolicyClient
 from ratts.endpoints.prm import PRM
 from ratts.errors import InputError
+from ratts.serving import ServerThread
 from ratts.settings import PolicySpec, PRMSpec
 from ratts.sim import SimServer
 from ratts.sim.world import problem_model
@@ -120,23 +116,6 @@ async def test_a_subclass_that_intercepts_complete_sees_every_prompt(
     assert sim.stats()["requests"] == {"completions": 3}
 
 
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 def no_lists_app(log: list[Any]) -> FastAPI:
     """An OpenAI-compatible server that answers 400 to a list of prompts."""
     app = FastAPI()
@@ -160,7 +139,8 @@ def no_lists_app(log: list[Any]) -> FastAPI:
 
 async def test_a_server_that_refuses_lists_gets_one_prompt_per_request() -> None:
     log: list[Any] = []
-    with serve(no_lists_app(log)) as url:
+    with ServerThread(no_lists_app(log)) as server:
+        url = server.base_url
         spec = PolicySpec(name="p", base_url=f"{url}/v1", model="p", max_retries=0)
         client = PolicyClient(spec, retry=RetryPolicy(base_delay=0.01, max_delay=0.01))
         try:

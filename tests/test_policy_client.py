@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -28,6 +25,7 @@ from ratts.errors import (
     RateLimitedError,
     ServerError,
 )
+from ratts.serving import ServerThread
 from ratts.settings import PolicySpec
 from ratts.sim import SimServer
 
@@ -59,24 +57,6 @@ def closed_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run a small FastAPI app on a loopback port; yields its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 # ---------------------------------------------------------------- n choices, usage, stops
@@ -374,7 +354,8 @@ def _flaky_app() -> FastAPI:
 
 async def test_retry_after_is_honoured_and_missing_usage_estimated() -> None:
     app = _flaky_app()
-    with serve(app) as url:
+    with ServerThread(app) as server:
+        url = server.base_url
         spec = PolicySpec(name="flaky", base_url=f"{url}/v1", model="m", params=2.0)
         async with PolicyClient(spec, retry=FAST) as client:
             result = await client.complete("p" * 80, n=2)

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import math
 import socket
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 import respx
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -36,6 +32,7 @@ from ratts.errors import (
     InputError,
     ServerError,
 )
+from ratts.serving import ServerThread
 from ratts.settings import PolicySpec, PRMSpec
 from ratts.sim import SimConfig, SimServer, world
 
@@ -328,24 +325,6 @@ async def test_judge_on_the_sim_falls_back_to_text(sim: SimServer) -> None:
     assert u.flops == pytest.approx(2 * 1e9 * u.prm_tokens)
 
 
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run a small FastAPI app on a loopback port; yields its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 def _judge_app(with_logprobs: bool) -> FastAPI:
     """A judge that believes steps containing "wrong" are wrong (P(yes) 0.1, else 0.8)."""
     app = FastAPI()
@@ -376,7 +355,8 @@ def _judge_app(with_logprobs: bool) -> FastAPI:
 async def test_judge_scores_from_a_real_judge_server(with_logprobs: bool) -> None:
     app = _judge_app(with_logprobs)
     candidates = [["3 * 12 = 36.", "36 - 7 = 29."], ["3 * 12 = 30, wrong.", "30 - 7 = 23."]]
-    with serve(app) as url:
+    with ServerThread(app) as server:
+        url = server.base_url
         spec = PRMSpec(name="j", kind="judge", base_url=f"{url}/v1", model="judge", params=3.0)
         async with JudgePRM(spec) as prm:
             result = await prm.score(QUESTION, candidates)
