@@ -37,12 +37,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from simproc import SimProcess, free_port, simulator
+from simproc import SimProcess, free_port, simulator, stop_process, wait_healthy
 
 from ratts.sim import Capacity, SimConfig
 
@@ -130,23 +129,10 @@ def ratts_server(sim: SimProcess, tmp: Path, *, log_runs: bool = True) -> Iterat
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                httpx.get(f"{url}/health", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("ratts serve did not start") from None
-                time.sleep(0.2)
+        wait_healthy(proc, url, timeout_s=120, what="ratts serve")
         yield f"{url}/v1"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout_s=20)
 
 
 async def one(client: openai.AsyncOpenAI, model: str, budget: int, i: int) -> Reply:

@@ -96,6 +96,29 @@ class SimProcess:
         return _cpu_seconds(self.proc.pid)
 
 
+def wait_healthy(proc: subprocess.Popen[Any], url: str, *, timeout_s: float, what: str) -> None:
+    """Poll ``url``/health until it answers; RuntimeError if ``proc`` dies or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            httpx.get(f"{url}/health", timeout=1).raise_for_status()
+            return
+        except httpx.HTTPError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.2)
+
+
+def stop_process(proc: subprocess.Popen[Any], *, timeout_s: float) -> None:
+    """Terminate ``proc``, killing it if it has not exited within ``timeout_s``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextlib.contextmanager
 def simulator(config: SimConfig) -> Iterator[SimProcess]:
     """``python -m ratts.cli sim serve --config <tmp sim.toml>`` in a child; stopped on exit."""
@@ -107,20 +130,7 @@ def simulator(config: SimConfig) -> Iterator[SimProcess]:
         proc = subprocess.Popen([*cmd, "--config", str(path)], stdout=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    httpx.get(f"{url}/health", timeout=1).raise_for_status()
-                    break
-                except httpx.HTTPError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError("the simulator did not start") from None
-                    time.sleep(0.2)
+            wait_healthy(proc, url, timeout_s=60, what="the simulator")
             yield SimProcess(proc, url)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, timeout_s=10)
