@@ -372,11 +372,7 @@ class PolicyClient:
         if seed is not None:
             payload["seed"] = seed
         try:
-            # The SDK's generic POST: its typed ``completions.create`` re-walks every
-            # parameter against the type annotations on each call, a large share of the
-            # client's CPU per request (see bench/efficiency.py); the body here is plain
-            # JSON already. Errors still come back as the SDK's typed exceptions.
-            raw = await self._client.post("/completions", cast_to=bytes, body=payload)
+            raw = await self._post("/completions", payload)
         except openai.BadRequestError as exc:
             if strict_n:
                 raise _NRejected(str(exc)) from exc
@@ -386,6 +382,18 @@ class PolicyClient:
         except ValueError as exc:
             raise MalformedResponse("body is not valid JSON", retryable=True) from exc
         return parse_completion(body, n * prompts)
+
+    async def _post(self, path: str, payload: dict[str, Any]) -> bytes:
+        """POST a JSON body to ``path`` under the base URL; the raw response body.
+
+        Every HTTP request of a policy goes through here, so the HTTP stack is swapped in
+        one place. It uses the SDK's generic POST: its typed ``completions.create`` re-walks
+        every parameter against the type annotations on each call, a large share of the
+        client's CPU per request (see bench/efficiency.py); the body here is plain JSON
+        already. Errors come back as the SDK's typed exceptions (``pool.classify``).
+        """
+        raw: bytes = await self._client.post(path, cast_to=bytes, body=payload)
+        return raw
 
     def _result(
         self, prompt: str, replies: list[ParsedCompletion], seconds: float
