@@ -27,7 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ratts.sim import world
+from ratts.sim import dialects, prm_input, world
 from ratts.sim.config import FaultKind, SimConfig
 
 MAX_INTERVALS = 10_000
@@ -69,6 +69,30 @@ class ChatMessage(BaseModel):
 
     role: str
     content: str
+
+
+_SAMPLING_FIELDS = ("model", "n", "stop", "max_tokens", "temperature", "top_p", "seed", "stream")
+
+
+class ChatRequest(BaseModel):
+    """``/v1/chat/completions``: sampling fields as for completions, plus vLLM's
+    continuation flags."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    n: int = Field(default=1, ge=1)
+    stop: str | list[str] | None = None
+    max_tokens: int | None = Field(default=None, ge=0)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0)
+    stream: bool = False
+    continue_final_message: bool = False
+    add_generation_prompt: bool = True
 
 
 class PoolingRequest(BaseModel):
@@ -363,56 +387,136 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         )
         return resp
 
-    async def completions(body: object) -> Response:
-        req = _parse(CompletionRequest, body)
+    def check(req: CompletionRequest) -> None:
         if req.model not in cfg.policies:
             raise _BadRequest(404, f"The model `{req.model}` does not exist.", "NotFoundError")
         if req.stream:
             raise _BadRequest(400, "streaming is not supported by the simulator", "BadRequestError")
+        refused = dialects.refusal(cfg.dialect, n=req.n)
+        if refused:
+            raise _BadRequest(400, refused, "BadRequestError")
         if req.n > 1 and not cfg.supports_n:
             raise _BadRequest(400, "n > 1 is not supported by this server", "BadRequestError")
         if req.n > cfg.max_n:
             raise _BadRequest(400, f"n must be at most {cfg.max_n}", "BadRequestError")
-        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
-        if not prompts:
-            raise _BadRequest(400, "prompt must not be empty", "BadRequestError")
+
+    async def generate(
+        req: CompletionRequest, prompts: list[str]
+    ) -> tuple[list[list[tuple[dict[str, Any], int]]], list[int]]:
+        """``n`` samples per prompt (less ``faults.drop_choices`` off the end of a reply with
+        several), batch slots held, counters updated; (samples per prompt, prompt tokens)."""
         cap = cfg.capacity
-        choices: list[dict[str, Any]] = []
+        groups: list[list[tuple[dict[str, Any], int]]] = []
         holds: list[float] = []
-        prompt_tokens = completion_tokens = 0
-        for pi, prompt in enumerate(prompts):
+        prompt_tokens: list[int] = []
+        for prompt in prompts:
             p_tokens = world.count_tokens(prompt)
-            prompt_tokens += p_tokens
+            prompt_tokens.append(p_tokens)
             key = state.sample_key(req.model, prompt, req.seed)
+            group = []
             for j in range(req.n):
                 choice, c_tokens = _choice(state, req.model, prompt, key, j, req)
-                choice["index"] = pi * req.n + j
-                choices.append(choice)
-                completion_tokens += c_tokens
+                group.append((choice, c_tokens))
                 prefill = _seconds(p_tokens, cap.prefill_tps) if j == 0 else 0.0
                 holds.append(prefill + _seconds(c_tokens, cap.decode_tps))
+            groups.append(group)
+        total = len(prompts) * req.n
+        for _ in range(min(cfg.faults.drop_choices, total - 1)):
+            last = max(i for i, g in enumerate(groups) if g)
+            groups[last].pop()
         if cap.base_latency_s > 0:
             await asyncio.sleep(cap.base_latency_s)
         await asyncio.gather(*(state.occupy("policy", s) for s in holds))
         stats = state.stats
-        stats.choices += len(choices)
+        stats.choices += sum(len(g) for g in groups)
         stats.prompts += len(prompts)
-        stats.prompt_tokens += prompt_tokens
-        stats.completion_tokens += completion_tokens
+        stats.prompt_tokens += sum(prompt_tokens)
+        stats.completion_tokens += sum(t for g in groups for _, t in g)
+        return groups, prompt_tokens
+
+    def reply(
+        kind: str, model: str, choices: list[dict[str, Any]], prompt_tokens: int, tokens: int
+    ) -> dict[str, Any]:
+        return {
+            "id": f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex}",
+            "object": kind,
+            "created": int(time.time()),
+            "model": model,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": tokens,
+                "total_tokens": prompt_tokens + tokens,
+            },
+        }
+
+    async def completions(body: object) -> Response:
+        req = _parse(CompletionRequest, body)
+        if cfg.chat_only:
+            raise _BadRequest(404, dialects.CHAT_ONLY_MESSAGE, "NotFoundError")
+        check(req)
+        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+        if not prompts:
+            raise _BadRequest(400, "prompt must not be empty", "BadRequestError")
+        groups, prompt_tokens = await generate(req, prompts)
+        d = cfg.dialect
+
+        def shaped(pi: int, j: int, choice: dict[str, Any]) -> dict[str, Any]:
+            text, finish, stop = choice["text"], choice["finish_reason"], choice["stop_reason"]
+            return dialects.completion_choice(d, j, text, finish, stop)
+
+        if dialects.per_prompt_bodies(d, len(prompts)):
+            return JSONResponse(
+                [
+                    reply(
+                        "text_completion",
+                        req.model,
+                        [shaped(pi, pi, c) for c, _ in group],
+                        prompt_tokens[pi],
+                        sum(t for _, t in group),
+                    )
+                    for pi, group in enumerate(groups)
+                ]
+            )
+        choices = [
+            shaped(pi, pi * req.n + j, c)
+            for pi, group in enumerate(groups)
+            for j, (c, _) in enumerate(group)
+        ]
+        tokens = sum(t for g in groups for _, t in g)
         return JSONResponse(
-            {
-                "id": f"cmpl-{uuid.uuid4().hex}",
-                "object": "text_completion",
-                "created": int(time.time()),
-                "model": req.model,
-                "choices": choices,
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
-            }
+            reply("text_completion", req.model, choices, sum(prompt_tokens), tokens)
         )
+
+    async def chat(body: object) -> Response:
+        req = _parse(ChatRequest, body)
+        d = cfg.dialect
+        if d in ("vllm", "sglang") and req.continue_final_message and req.add_generation_prompt:
+            raise _BadRequest(
+                400,
+                "Cannot set both `add_generation_prompt` and `continue_final_message` to True.",
+                "BadRequestError",
+            )
+        users = [m for m in req.messages if m.role == "user"]
+        if not users:
+            raise _BadRequest(400, "messages need a user turn", "BadRequestError")
+        last = req.messages[-1]
+        prior = ""
+        if last.role == "assistant" and dialects.continues(d, req.continue_final_message):
+            prior = last.content
+        # the world reads a completions-style prompt: question, then the solution so far
+        question = world.extract_question(users[-1].content)
+        prompt = f"Problem: {question}\n\nSolution:\n{prior}"
+        sampling = req.model_dump(include=set(_SAMPLING_FIELDS))
+        creq = CompletionRequest(prompt=prompt, **sampling)
+        check(creq)
+        groups, prompt_tokens = await generate(creq, [prompt])
+        choices = [
+            dialects.chat_choice(d, j, c["text"], c["finish_reason"], c["stop_reason"])
+            for j, (c, _) in enumerate(groups[0])
+        ]
+        tokens = sum(t for _, t in groups[0])
+        return JSONResponse(reply("chat.completion", req.model, choices, prompt_tokens[0], tokens))
 
     async def pooling(body: object) -> Response:
         req = _parse(PoolingRequest, body)
@@ -423,13 +527,16 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         if req.messages is not None:
             if req.input is not None:
                 raise _BadRequest(400, "give either input or messages", "BadRequestError")
-            items.append(_from_messages(req.messages))
+            try:
+                items.append(prm_input.from_messages(req.messages))
+            except prm_input.BadInput as exc:
+                raise _BadRequest(400, str(exc), "BadRequestError") from None
         elif req.input is None:
             raise _BadRequest(400, "input is required", "BadRequestError")
         else:
             texts = [req.input] if isinstance(req.input, str) else req.input
             for text in texts:
-                question, steps = _split_pooling_input(text)
+                question, steps = prm_input.split_pooling_input(text)
                 items.append((question, steps, world.count_tokens(text)))
         data: list[dict[str, Any]] = []
         total = 0
@@ -468,6 +575,10 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
     async def v1_completions(request: Request) -> Response:
         return await tracked("completions", request, completions)
 
+    @app.post("/v1/chat/completions")
+    async def v1_chat(request: Request) -> Response:
+        return await tracked("chat", request, chat)
+
     @app.post("/pooling")
     async def v1_pooling(request: Request) -> Response:
         return await tracked("pooling", request, pooling)
@@ -498,48 +609,3 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         return {"status": "reset"}
 
     return app
-
-
-def _from_messages(messages: list[ChatMessage]) -> tuple[str, list[str], int]:
-    """A chat for the PRM: the user turn is the question, the assistant turn the solution."""
-    users = [m.content for m in messages if m.role == "user"]
-    answers = [m.content for m in messages if m.role == "assistant"]
-    if not users or not answers:
-        raise _BadRequest(400, "messages need a user and an assistant turn", "BadRequestError")
-    question = world.extract_question(users[-1])
-    steps = _marked_steps(answers[-1])
-    tokens = sum(world.count_tokens(m.content) for m in messages)
-    return question, steps, tokens
-
-
-def _marked_steps(solution: str) -> list[str]:
-    """Steps are the chunks before each ``<extra_0>`` marker."""
-    return [s.strip() for s in solution.split(STEP_TOKEN)[:-1]]
-
-
-STEP_TOKEN = "<extra_0>"
-
-
-def _split_pooling_input(text: str) -> tuple[str, list[str]]:
-    """(question, steps) of one Qwen2.5-Math-PRM style input string."""
-    chunks = text.split(STEP_TOKEN)
-    if len(chunks) < 2:
-        return world.extract_question(text), []
-    head = chunks[0]
-    assistant = head.rfind("<|im_start|>assistant\n")
-    if assistant >= 0:
-        prefix, first = head[:assistant], head[assistant + len("<|im_start|>assistant\n") :]
-    else:
-        q_start = max(head.rfind("Problem: "), 0)
-        mark = world.STEP_MARK.search(head, q_start)
-        answer = head.find("The final answer is", q_start)
-        cuts = [c for c in (mark.start() if mark else -1, answer) if c >= 0]
-        if cuts:
-            prefix, first = head[: min(cuts)], head[min(cuts) :]
-        elif "\n\n" in head.rstrip():
-            cut = head.rstrip().rfind("\n\n")
-            prefix, first = head[:cut], head[cut:]
-        else:
-            prefix, first = head, ""
-    steps = [first.strip(), *(c.strip() for c in chunks[1:-1])]
-    return world.extract_question(prefix), steps
