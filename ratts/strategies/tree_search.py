@@ -22,6 +22,7 @@ from typing import Any
 from ratts.endpoints.policy import PolicyClient
 from ratts.endpoints.pool import gather_all
 from ratts.endpoints.prm import PRM
+from ratts.errors import InvalidParamsError
 from ratts.strategies.sampling import RunLedger, extend_candidate, step_prompt
 from ratts.strategies.scoring import aggregate, select
 from ratts.types import Candidate, Problem
@@ -61,6 +62,11 @@ async def search(
 ) -> list[list[Candidate]]:
     """Run the trees in lockstep; returns each tree's pool of leaves (finished first, in
     finishing order). ``trees`` are the trees' labels (None: one unlabelled tree)."""
+    if not policy.can_continue:
+        raise InvalidParamsError(
+            f"{run.strategy} continues partial solutions, which policy {policy.name!r} cannot "
+            "(api = chat without chat_prefill); use cot, majority or best_of_n"
+        )
     params = run.params
     sep = policy.separator
     forest = [_Tree(label) for label in trees]
