@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
-from ratts.endpoints.policy import PolicyClient
+from ratts.endpoints.policy import Policy
 from ratts.endpoints.prm import PRM
 from ratts.errors import InvalidParamsError
 from ratts.strategies.sampling import (
@@ -63,7 +63,7 @@ class Strategy(ABC):
     async def run(
         self,
         problem: Problem,
-        policy: PolicyClient,
+        policy: Policy,
         prm: PRM | None,
         params: StrategyParams,
     ) -> Outcome:
@@ -76,7 +76,7 @@ class Strategy(ABC):
 
     @abstractmethod
     async def _run(
-        self, run: RunLedger, problem: Problem, policy: PolicyClient, prm: PRM | None
+        self, run: RunLedger, problem: Problem, policy: Policy, prm: PRM | None
     ) -> Outcome:
         """The strategy's own work, on checked input; ``run`` holds the params."""
 
@@ -87,13 +87,11 @@ class ScoredStrategy(Strategy):
     needs_prm: ClassVar[bool] = True
 
     async def _run(
-        self, run: RunLedger, problem: Problem, policy: PolicyClient, prm: PRM | None
+        self, run: RunLedger, problem: Problem, policy: Policy, prm: PRM | None
     ) -> Outcome:
         # run() has refused prm=None already; this narrows the type for the body.
         return await self._scored(run, problem, policy, require_prm(self.name, prm))
 
     @abstractmethod
-    async def _scored(
-        self, run: RunLedger, problem: Problem, policy: PolicyClient, prm: PRM
-    ) -> Outcome:
+    async def _scored(self, run: RunLedger, problem: Problem, policy: Policy, prm: PRM) -> Outcome:
         """The strategy's own work with its PRM."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ratts.endpoints.policy import PolicyClient
+from ratts.endpoints.policy import Policy
 from ratts.endpoints.prm import PRM
 from ratts.strategies.base import ScoredStrategy
 from ratts.strategies.sampling import RunLedger
@@ -18,9 +18,7 @@ class BeamSearch(ScoredStrategy):
     name: ClassVar[str] = "beam_search"
     stepwise: ClassVar[bool] = True
 
-    async def _scored(
-        self, run: RunLedger, problem: Problem, policy: PolicyClient, prm: PRM
-    ) -> Outcome:
+    async def _scored(self, run: RunLedger, problem: Problem, policy: Policy, prm: PRM) -> Outcome:
         params = run.params
         shape = SearchShape(keep=params.n // params.beam_width, expand=params.beam_width)
         (leaves,) = await search(run, problem, policy, prm, shape)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ratts.endpoints.policy import PolicyClient
+from ratts.endpoints.policy import Policy
 from ratts.endpoints.prm import PRM
 from ratts.strategies.base import ScoredStrategy
 from ratts.strategies.sampling import RunLedger, solution_candidate
@@ -19,9 +19,7 @@ class BestOfN(ScoredStrategy):
     name: ClassVar[str] = "best_of_n"
     reuses_samples: ClassVar[bool] = True
 
-    async def _scored(
-        self, run: RunLedger, problem: Problem, policy: PolicyClient, prm: PRM
-    ) -> Outcome:
+    async def _scored(self, run: RunLedger, problem: Problem, policy: Policy, prm: PRM) -> Outcome:
         params = run.params
         run.event("sample", n=params.n)
         choices = await run.sample(policy, policy.prompt(problem.question), n=params.n, step=False)

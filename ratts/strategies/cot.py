@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ratts.endpoints.policy import PolicyClient
+from ratts.endpoints.policy import Policy
 from ratts.endpoints.prm import PRM
 from ratts.strategies.base import Strategy
 from ratts.strategies.sampling import RunLedger, solution_candidate
@@ -19,7 +19,7 @@ class CoT(Strategy):
     reuses_samples: ClassVar[bool] = True
 
     async def _run(
-        self, run: RunLedger, problem: Problem, policy: PolicyClient, prm: PRM | None
+        self, run: RunLedger, problem: Problem, policy: Policy, prm: PRM | None
     ) -> Outcome:
         run.event("sample", n=1)
         choices = await run.sample(policy, policy.prompt(problem.question), n=1, step=False)

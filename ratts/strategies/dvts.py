@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ratts.endpoints.policy import PolicyClient
+from ratts.endpoints.policy import Policy
 from ratts.endpoints.prm import PRM
 from ratts.strategies.base import ScoredStrategy
 from ratts.strategies.sampling import RunLedger
@@ -24,9 +24,7 @@ class DVTS(ScoredStrategy):
     name: ClassVar[str] = "dvts"
     stepwise: ClassVar[bool] = True
 
-    async def _scored(
-        self, run: RunLedger, problem: Problem, policy: PolicyClient, prm: PRM
-    ) -> Outcome:
+    async def _scored(self, run: RunLedger, problem: Problem, policy: Policy, prm: PRM) -> Outcome:
         params = run.params
         shape = SearchShape(keep=1, expand=params.beam_width)
         subtrees = params.n // params.beam_width
