@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ratts.endpoints.arithmetic import ArithmeticPRM
     from ratts.endpoints.factory import build_policy, build_prm
-    from ratts.endpoints.policy import Choice, CompletionResult, PolicyClient
+    from ratts.endpoints.policy import Choice, CompletionResult, Policy, PolicyClient
     from ratts.endpoints.pool import EndpointPool, RetryPolicy
     from ratts.endpoints.prm import PRM, PRMResult
     from ratts.endpoints.prm_judge import JudgePRM
@@ -25,6 +25,7 @@ _WHERE = {
     "build_prm": "factory",
     "Choice": "policy",
     "CompletionResult": "policy",
+    "Policy": "policy",
     "PolicyClient": "policy",
     "EndpointPool": "pool",
     "RetryPolicy": "pool",
@@ -44,6 +45,7 @@ __all__ = [
     "EndpointPool",
     "JudgePRM",
     "PRMResult",
+    "Policy",
     "PolicyClient",
     "RetryPolicy",
     "Usage",

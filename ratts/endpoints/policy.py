@@ -1,7 +1,7 @@
-"""PolicyClient: step-wise and whole-solution sampling over OpenAI-compatible completions
-or chat.
+"""The Policy protocol, and PolicyClient: step-wise and whole-solution sampling over
+OpenAI-compatible completions or chat.
 
-Strategies depend only on the public shape here (Choice, CompletionResult, PolicyClient) and
+Strategies depend only on the public shape here (Choice, CompletionResult, Policy) and
 build prompts as ``policy.prompt(question) + steps``. The openai SDK's own retries are off;
 ``EndpointPool`` does bounded retries with backoff and maps failures to ``ratts.errors``
 types. Response bodies are parsed in ``ratts.endpoints.responses`` (not by the SDK's models),
@@ -16,7 +16,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import openai
 
@@ -37,6 +37,7 @@ __all__ = [
     "Choice",
     "CompletionResult",
     "ParsedCompletion",
+    "Policy",
     "PolicyClient",
     "merge_stops",
     "parse_completion",
@@ -71,6 +72,70 @@ def merge_stops(*groups: list[str] | tuple[str, ...] | None) -> list[str]:
 def _chunks(n: int, per: int) -> list[int]:
     """``n`` split into requests of at most ``per`` choices."""
     return [per] * (n // per) + ([n % per] if n % per else [])
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What strategies need from a policy endpoint: prompts, one-prompt and many-prompt
+    sampling, and its identity. INTERFACE, like ``PRM``.
+
+    ``PolicyClient`` implements it over HTTP; wrappers that observe calls (the
+    orchestrator's ``WatchedPolicy``) implement it by delegating every method, so a wrapped
+    policy sends exactly the requests the bare one sends.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def spec(self) -> PolicySpec: ...
+
+    @property
+    def separator(self) -> str:
+        """The step separator: a step-wise continuation stops here."""
+        ...
+
+    @property
+    def n_supported(self) -> bool:
+        """Whether ``n`` > 1 goes in one request."""
+        ...
+
+    def prompt(self, question: str) -> str:
+        """The prefix-stable prompt for a question (steps are appended after it)."""
+        ...
+
+    async def complete(
+        self,
+        prompt: str,
+        *,
+        n: int = 1,
+        stop: list[str] | None = None,
+        max_tokens: int = 256,
+        temperature: float = 0.8,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        logprobs: int | None = None,
+    ) -> CompletionResult:
+        """Sample ``n`` continuations of ``prompt``; choices in index order."""
+        ...
+
+    async def complete_many(
+        self,
+        prompts: Sequence[str],
+        *,
+        n: int = 1,
+        stop: list[str] | None = None,
+        max_tokens: int = 256,
+        temperature: float = 0.8,
+        top_p: float = 1.0,
+        seeds: Sequence[int | None] | None = None,
+        logprobs: int | None = None,
+    ) -> CompletionResult:
+        """Sample ``n`` continuations of each prompt; choice ``j`` of prompt ``i`` is
+        ``choices[i * n + j]``."""
+        ...
+
+    async def aclose(self) -> None: ...
 
 
 class PolicyClient:
@@ -268,9 +333,9 @@ class PolicyClient:
         Unseeded, the prompts go in ONE request with a list ``prompt`` (vLLM and the OpenAI
         completions API accept one; vLLM schedules each prompt as its own sequence group),
         so a search step costs one HTTP round trip instead of one per beam. With seeds (one
-        per prompt), over chat, after a server rejected a list, past ``max_n``, or in a
-        subclass that intercepts ``complete``, it is one ``complete`` call per prompt, all in
-        flight together. A prompt the server left short is topped up on its own.
+        per prompt), over chat, after a server rejected a list, or past ``max_n``, it is one
+        ``complete`` call per prompt, all in flight together. A prompt the server left short
+        is topped up on its own.
         """
         if seeds is not None and len(seeds) != len(prompts):
             raise InputError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
@@ -287,12 +352,10 @@ class PolicyClient:
             "logprobs": logprobs,
         }
         seeded = seeds is not None and any(s is not None for s in seeds)
-        intercepted = type(self).complete is not PolicyClient.complete
         max_n = self.spec.max_n
         if (
             len(prompts) < 2
             or seeded
-            or intercepted
             or not self._lists_supported
             or (n > 1 and not self._n_supported)
             or (max_n is not None and n > max_n)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ratts.endpoints.policy import Choice, CompletionResult, PolicyClient
+from ratts.endpoints.policy import Choice, CompletionResult, Policy
 from ratts.endpoints.prm import PRM
 from ratts.endpoints.usage import Usage
 from ratts.errors import BadResponseError, InputError, InvalidParamsError
@@ -61,7 +61,7 @@ def require_prm(strategy: str, prm: PRM | None) -> PRM:
 # ---------------------------------------------------------------- prompts and steps
 
 
-def step_prompt(policy: PolicyClient, question: str, steps: Sequence[str]) -> str:
+def step_prompt(policy: Policy, question: str, steps: Sequence[str]) -> str:
     """The continuation prompt after ``steps``: prompt alone, or prompt + steps + separator."""
     prompt = policy.prompt(question)
     if not steps:
@@ -137,7 +137,7 @@ class RunLedger:
 
     async def sample(
         self,
-        policy: PolicyClient,
+        policy: Policy,
         prompt: str,
         *,
         n: int,
@@ -164,14 +164,14 @@ class RunLedger:
 
     async def sample_many(
         self,
-        policy: PolicyClient,
+        policy: Policy,
         prompts: Sequence[str],
         *,
         n: int,
         keys: Sequence[tuple[object, ...]],
     ) -> list[list[Choice]]:
         """``n`` next steps for each prompt, in one request where the client can (see
-        ``PolicyClient.complete_many``); ``keys[i]`` derives prompt i's seed."""
+        ``Policy.complete_many``); ``keys[i]`` derives prompt i's seed."""
         p = self.params
         result = await policy.complete_many(
             prompts,

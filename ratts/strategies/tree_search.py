@@ -19,10 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ratts.endpoints.policy import PolicyClient
+from ratts.endpoints.policy import Policy
 from ratts.endpoints.pool import gather_all
 from ratts.endpoints.prm import PRM
-from ratts.errors import InvalidParamsError
 from ratts.strategies.sampling import RunLedger, extend_candidate, step_prompt
 from ratts.strategies.scoring import aggregate, select
 from ratts.types import Candidate, Problem
@@ -55,18 +54,13 @@ class _Tree:
 async def search(
     run: RunLedger,
     problem: Problem,
-    policy: PolicyClient,
+    policy: Policy,
     prm: PRM,
     shape: SearchShape,
     trees: Sequence[int | None] = (None,),
 ) -> list[list[Candidate]]:
     """Run the trees in lockstep; returns each tree's pool of leaves (finished first, in
     finishing order). ``trees`` are the trees' labels (None: one unlabelled tree)."""
-    if not policy.can_continue:
-        raise InvalidParamsError(
-            f"{run.strategy} continues partial solutions, which policy {policy.name!r} cannot "
-            "(api = chat without chat_prefill); use cot, majority or best_of_n"
-        )
     params = run.params
     sep = policy.separator
     forest = [_Tree(label) for label in trees]
@@ -119,7 +113,7 @@ async def search(
 async def _expand(
     run: RunLedger,
     problem: Problem,
-    policy: PolicyClient,
+    policy: Policy,
     tree: _Tree,
     expand: int,
     depth: int,
