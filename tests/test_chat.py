@@ -198,3 +198,26 @@ async def test_a_server_that_keeps_returning_too_few_is_a_clear_error() -> None:
                 await policy.complete("p", n=2)
     assert str(info.value) == "policy 'empty' returned 0 of 2 choices after 3 top-up requests"
     assert app.state.calls == 4
+
+
+def test_router_candidates_leave_stepwise_out_for_a_policy_that_cannot_continue() -> None:
+    from ratts.router.candidates import candidate_configs
+    from ratts.settings import Settings
+
+    settings = Settings(
+        policies=[
+            PolicySpec(name="local", base_url="http://l/v1", model="l"),
+            PolicySpec(name="hosted", base_url="http://h/v1", model="h", api="chat"),
+            PolicySpec(
+                name="prefill", base_url="http://p/v1", model="p", api="chat", chat_prefill=True
+            ),
+        ],
+        prms=[PRMSpec(name="prm", kind="arithmetic")],
+    )
+    configs = candidate_configs(settings, ns=(4,))
+    by_policy = {
+        name: {c.strategy for c in configs if c.policy == name}
+        for name in ("local", "hosted", "prefill")
+    }
+    assert by_policy["hosted"] == {"cot", "majority", "best_of_n"}
+    assert "beam_search" in by_policy["local"] and "beam_search" in by_policy["prefill"]

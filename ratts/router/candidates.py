@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from ratts.errors import ConfigError
 from ratts.settings import PolicySpec, PRMSpec, Settings
+from ratts.strategies import get_strategy
 from ratts.types import Budget, RunConfig, StrategyParams
 
 CostUnit = Literal["n", "tokens", "flops", "usd"]
@@ -232,7 +233,9 @@ def candidate_configs(
     params: StrategyParams | None = None,
 ) -> list[RunConfig]:
     """policies x PRMs x strategies x N from settings; CoT runs with N=1 and no PRM,
-    majority with no PRM; tree searches skip N that is not a multiple of the beam width."""
+    majority with no PRM; tree searches skip N that is not a multiple of the beam width,
+    and a policy that cannot continue a partial solution (chat without prefill) gets no
+    step-wise strategy."""
     base = params or StrategyParams()
     policy_names = list(policies) if policies is not None else [p.name for p in settings.policies]
     prm_names = list(prms) if prms is not None else [p.name for p in settings.prms]
@@ -244,6 +247,8 @@ def candidate_configs(
         settings.prm(name)
     out: dict[str, RunConfig] = {}
     for policy, strategy in itertools.product(policy_names, strategies):
+        if get_strategy(strategy).stepwise and not settings.policy(policy).can_continue:
+            continue
         if strategy == "cot":
             combos: Iterable[tuple[str | None, int]] = [(None, 1)]
         elif strategy == "majority":
