@@ -1,4 +1,5 @@
-"""The simulator's HTTP face: OpenAI ``/v1/completions``, vLLM ``/pooling``, stats and faults.
+"""The simulator's HTTP face: OpenAI ``/v1/completions`` and ``/v1/chat/completions`` in the
+configured server dialect (``ratts.sim.dialects``), vLLM ``/pooling``, stats and faults.
 
 Numbers it serves are simulated; they exist to test and benchmark ratts, not to measure models.
 
@@ -8,6 +9,8 @@ Behaviour worth knowing when writing clients against it:
   empty text: append the separator after each step;
 - stop strings are searched in the generated text only and excluded from it; ``stop_reason``
   is the matched string, None at EOS (after the ``\boxed{}`` step) or on ``length``;
+- a chat request is read as the question of its last user turn plus, where the dialect
+  continues it, the trailing assistant message as the solution so far;
 - ``logprobs`` is accepted and answered with null; ``top_p`` is accepted and ignored;
 - without a request ``seed`` each repeat of the same (model, prompt) draws fresh samples, in a
   series fixed by the server seed (``POST /sim/reset`` rewinds it).
@@ -16,21 +19,24 @@ Behaviour worth knowing when writing clients against it:
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 import uuid
-from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ratts.sim import dialects, prm_input, world
 from ratts.sim.config import FaultKind, SimConfig
+from ratts.sim.state import Interval, SimState, bump
+from ratts.sim.wire import (
+    SAMPLING_FIELDS,
+    ChatRequest,
+    CompletionRequest,
+    PoolingRequest,
+)
 
-MAX_INTERVALS = 10_000
 _M = TypeVar("_M", bound=BaseModel)
 DEFAULT_MAX_TOKENS = 4096
 
@@ -47,192 +53,6 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
         {"error": {"message": message, "type": kind, "param": None, "code": status}},
         status_code=status,
     )
-
-
-class CompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    prompt: str | list[str]
-    n: int = Field(default=1, ge=1)
-    stop: str | list[str] | None = None
-    max_tokens: int | None = Field(default=None, ge=0)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    seed: int | None = None
-    logprobs: int | None = Field(default=None, ge=0)
-    stream: bool = False
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: str
-    content: str
-
-
-_SAMPLING_FIELDS = ("model", "n", "stop", "max_tokens", "temperature", "top_p", "seed", "stream")
-
-
-class ChatRequest(BaseModel):
-    """``/v1/chat/completions``: sampling fields as for completions, plus vLLM's
-    continuation flags."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    messages: list[ChatMessage] = Field(min_length=1)
-    n: int = Field(default=1, ge=1)
-    stop: str | list[str] | None = None
-    max_tokens: int | None = Field(default=None, ge=0)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    seed: int | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = Field(default=None, ge=0)
-    stream: bool = False
-    continue_final_message: bool = False
-    add_generation_prompt: bool = True
-
-
-class PoolingRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    input: str | list[str] | None = None
-    messages: list[ChatMessage] | None = None
-
-
-@dataclass(slots=True)
-class Interval:
-    start: float
-    end: float
-    endpoint: str
-    model: str
-    n: int
-    status: int
-    choices: int = 0  # sequences asked for: n x prompts (completions), inputs (pooling)
-
-
-@dataclass
-class SimStats:
-    """Counters exposed at ``GET /sim/stats``; ``POST /sim/reset`` zeroes them (and rewinds
-    the per-prompt sample counters and the fault RNG)."""
-
-    requests: dict[str, int] = field(default_factory=dict)
-    requests_by_model: dict[str, int] = field(default_factory=dict)
-    responses_by_status: dict[str, int] = field(default_factory=dict)
-    faults: dict[str, int] = field(default_factory=dict)
-    choices: int = 0
-    prompts: int = 0  # sequence groups: one per prompt of a request (vLLM's unit of work)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    prm_inputs: int = 0
-    prm_tokens: int = 0
-    in_flight: int = 0
-    max_in_flight: int = 0
-    busy_slot_seconds: float = 0.0
-    intervals: deque[Interval] = field(default_factory=lambda: deque(maxlen=MAX_INTERVALS))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "simulated": True,
-            "requests": dict(self.requests),
-            "requests_by_model": dict(self.requests_by_model),
-            "responses_by_status": dict(self.responses_by_status),
-            "faults": dict(self.faults),
-            "choices": self.choices,
-            "prompts": self.prompts,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "prm_inputs": self.prm_inputs,
-            "prm_tokens": self.prm_tokens,
-            "in_flight": self.in_flight,
-            "max_in_flight": self.max_in_flight,
-            "busy_slot_seconds": self.busy_slot_seconds,
-            "intervals": [
-                {
-                    "start": i.start,
-                    "end": i.end,
-                    "endpoint": i.endpoint,
-                    "model": i.model,
-                    "n": i.n,
-                    "choices": i.choices,
-                    "status": i.status,
-                }
-                for i in self.intervals
-            ],
-        }
-
-
-def _bump(counter: dict[str, int], key: str, by: int = 1) -> None:
-    counter[key] = counter.get(key, 0) + by
-
-
-class SimState:
-    """Everything mutable in one app: counters, the fault RNG, slot semaphores."""
-
-    def __init__(self, config: SimConfig) -> None:
-        self.config = config
-        self.stats = SimStats()
-        self._fault_rng = random.Random(world.stable_hash(config.seed, "faults"))
-        self._fault_pos = 0
-        self._prompt_counts: dict[int, int] = {}
-        self._policy_slots: asyncio.Semaphore | None = None
-        self._prm_slots: asyncio.Semaphore | None = None
-
-    def reset(self) -> None:
-        """Zero the counters and rewind the randomness, as if the server had just started."""
-        in_flight = self.stats.in_flight
-        self.stats = SimStats(in_flight=in_flight, max_in_flight=in_flight)
-        self._fault_rng = random.Random(world.stable_hash(self.config.seed, "faults"))
-        self._fault_pos = 0
-        self._prompt_counts.clear()
-
-    def next_fault(self) -> FaultKind:
-        f = self.config.faults
-        if self._fault_pos < len(f.sequence):
-            self._fault_pos += 1
-            return f.sequence[self._fault_pos - 1]
-        u = self._fault_rng.random()
-        for kind, rate in (
-            ("500", f.error_500),
-            ("429", f.error_429),
-            ("timeout", f.timeout),
-            ("malformed", f.malformed),
-        ):
-            if u < rate:
-                return kind  # type: ignore[return-value]
-            u -= rate
-        return "ok"
-
-    def sample_key(self, model: str, prompt: str, seed: int | None) -> tuple[object, ...]:
-        """Randomness key for a prompt: the request seed, or a per-prompt request counter."""
-        if seed is not None:
-            return ("seed", seed)
-        h = world.stable_hash(model, prompt)
-        count = self._prompt_counts.get(h, 0)
-        if len(self._prompt_counts) > 500_000:
-            self._prompt_counts.clear()
-        self._prompt_counts[h] = count + 1
-        return ("count", count)
-
-    async def occupy(self, kind: Literal["policy", "prm"], seconds: float) -> None:
-        """Hold one batch slot for ``seconds`` (no slot, no sleep when the model is instant)."""
-        if seconds <= 0:
-            return
-        cap = self.config.capacity
-        if kind == "policy":
-            if self._policy_slots is None:
-                self._policy_slots = asyncio.Semaphore(cap.slots)
-            sem = self._policy_slots
-        else:
-            if self._prm_slots is None:
-                self._prm_slots = asyncio.Semaphore(cap.prm_slots)
-            sem = self._prm_slots
-        async with sem:
-            await asyncio.sleep(seconds)
-            self.stats.busy_slot_seconds += seconds
 
 
 def _seconds(tokens: int, tps: float) -> float:
@@ -312,7 +132,7 @@ async def _faulted(state: SimState, kind: FaultKind) -> Response | None:
     """Apply an injected fault: a response to send instead, or None to go on."""
     if kind == "ok":
         return None
-    _bump(state.stats.faults, kind)
+    bump(state.stats.faults, kind)
     if kind == "500":
         return _error(500, "simulated internal server error", "InternalServerError")
     if kind == "429":
@@ -354,7 +174,7 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
 
     async def tracked(endpoint: str, request: Request, handler: Any) -> Response:
         stats = state.stats
-        _bump(stats.requests, endpoint)
+        bump(stats.requests, endpoint)
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
         start = time.time()
@@ -375,13 +195,13 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
                     if endpoint == "pooling":
                         inputs = body.get("input")
                         n = asked = len(inputs) if isinstance(inputs, list) else 1
-                _bump(stats.requests_by_model, model)
+                bump(stats.requests_by_model, model)
                 resp = await handler(body)
         except _BadRequest as exc:
             resp = _error(exc.status, str(exc), exc.kind)
         finally:
             state.stats.in_flight -= 1
-        _bump(state.stats.responses_by_status, str(resp.status_code))
+        bump(state.stats.responses_by_status, str(resp.status_code))
         state.stats.intervals.append(
             Interval(start, time.time(), endpoint, model, n, resp.status_code, asked)
         )
@@ -507,7 +327,7 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         # the world reads a completions-style prompt: question, then the solution so far
         question = world.extract_question(users[-1].content)
         prompt = f"Problem: {question}\n\nSolution:\n{prior}"
-        sampling = req.model_dump(include=set(_SAMPLING_FIELDS))
+        sampling = req.model_dump(include=set(SAMPLING_FIELDS))
         creq = CompletionRequest(prompt=prompt, **sampling)
         check(creq)
         groups, prompt_tokens = await generate(creq, [prompt])
