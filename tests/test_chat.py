@@ -221,3 +221,27 @@ def test_router_candidates_leave_stepwise_out_for_a_policy_that_cannot_continue(
     }
     assert by_policy["hosted"] == {"cot", "majority", "best_of_n"}
     assert "beam_search" in by_policy["local"] and "beam_search" in by_policy["prefill"]
+
+
+async def test_routed_solve_on_a_chat_only_policy_picks_whole_solution_and_says_why(
+    tmp_path: Any, make_sim: MakeSim
+) -> None:
+    from ratts.orchestrator import Orchestrator
+    from ratts.settings import Settings
+
+    server = make_sim(dialect="openai", chat_only=True)
+    settings = Settings(
+        db_url=f"sqlite:///{tmp_path / 'runs.db'}",
+        data_dir=tmp_path / "data",
+        policies=[chat_spec(server)],
+        prms=[
+            PRMSpec(name="sim-prm", kind="vllm_pooling", base_url=server.base_url, model="sim-prm")
+        ],
+    )
+    async with Orchestrator(settings) as orch:
+        for i in range(3):
+            result = await orch.solve(f"[difficulty=0.{i + 6}] Hard chat chain {i}.", budget=16)
+            assert result.config.strategy in ("cot", "majority", "best_of_n")
+            assert all(c.config.strategy not in ("beam_search", "dvts") for c in result.why)
+            assert "no beam search or DVTS for 'hosted-strong'" in result.explanation
+    assert "completions" not in server.stats()["requests"]

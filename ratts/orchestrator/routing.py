@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from ratts.endpoints.usage import Usage
 from ratts.errors import InputError, RouterError
 from ratts.orchestrator.result import Considered
-from ratts.router.candidates import Choice, CostModel, candidate_configs
+from ratts.router.candidates import Choice, CostModel, candidate_configs, stepwise_left_out
 from ratts.router.coldstart import ColdStartRouter
 from ratts.router.model import TrainedRouter
 from ratts.router.registry import RouterRegistry
@@ -160,7 +160,8 @@ class Routing:
                 f"no config fits the budget{after}: even the cheapest, {cheapest}, is "
                 f"predicted over it ({over})"
             )
-        explanation = choice.reason + (f"; {current.note}" if current.note else "")
+        notes = [current.note, stepwise_left_out(self.settings, [policy] if policy else None)]
+        explanation = "; ".join([choice.reason, *(note for note in notes if note)])
         return Decision(
             config=choice.config,
             reason=reason,

@@ -268,6 +268,19 @@ def candidate_configs(
     return list(out.values())
 
 
+def stepwise_left_out(settings: Settings, policies: Sequence[str] | None = None) -> str:
+    """One line saying which policies get no step-wise candidate and why ("" if none)."""
+    names = list(policies) if policies is not None else [p.name for p in settings.policies]
+    blocked = [name for name in names if not settings.policy(name).can_continue]
+    if not blocked:
+        return ""
+    who = ", ".join(repr(name) for name in blocked)
+    return (
+        f"no beam search or DVTS for {who}: over chat without chat_prefill a policy cannot "
+        "continue a partial solution"
+    )
+
+
 # ---------------------------------------------------------------- cost prediction
 
 TOKEN_FIELDS = ("policy_prompt_tokens", "policy_completion_tokens", "prm_tokens")
