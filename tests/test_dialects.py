@@ -181,3 +181,25 @@ async def test_search_goes_step_by_step_on_every_dialect(
             assert chosen.finished and len(chosen.steps) == num_steps(question) + 1
             assert server.stats()["requests"]["completions"] > num_steps(question)
     await prm.aclose()
+
+
+def test_chat_logprobs_are_read_as_top_alternatives() -> None:
+    item = {
+        "index": 0,
+        "message": {"role": "assistant", "content": "Yes"},
+        "finish_reason": "stop",
+        "logprobs": {
+            "content": [
+                {
+                    "token": "Yes",
+                    "logprob": -0.1,
+                    "top_logprobs": [
+                        {"token": "Yes", "logprob": -0.1},
+                        {"token": "No", "logprob": -2.4},
+                    ],
+                }
+            ]
+        },
+    }
+    choice = parse_completion(body(item), 1, chat=True).choices[0]
+    assert choice.logprobs == ({"Yes": -0.1, "No": -2.4},)
