@@ -55,7 +55,9 @@ class PolicySpec(BaseModel):
             value = os.environ.get(self.api_key_env)
             if not value:
                 raise ConfigError(
-                    f"policy {self.name!r}: environment variable {self.api_key_env} is not set"
+                    f"policy {self.name!r}: environment variable {self.api_key_env} is not set",
+                    endpoint=self.name,
+                    role="policy",
                 )
             return value
         return "EMPTY"
@@ -95,7 +97,9 @@ class PRMSpec(BaseModel):
             value = os.environ.get(self.api_key_env)
             if not value:
                 raise ConfigError(
-                    f"PRM {self.name!r}: environment variable {self.api_key_env} is not set"
+                    f"PRM {self.name!r}: environment variable {self.api_key_env} is not set",
+                    endpoint=self.name,
+                    role="PRM",
                 )
             return value
         return "EMPTY"
@@ -141,25 +145,27 @@ class Settings(BaseSettings):
 
     def policy(self, name: str | None = None) -> PolicySpec:
         if not self.policies:
-            raise ConfigError("no policy endpoints configured (add [[policies]] to ratts.toml)")
+            raise ConfigError(
+                "no policy endpoints configured (add [[policies]] to ratts.toml)", param="policy"
+            )
         if name is None:
             return self.policies[0]
         for spec in self.policies:
             if spec.name == name:
                 return spec
         known = ", ".join(p.name for p in self.policies)
-        raise ConfigError(f"unknown policy {name!r}; configured: {known}")
+        raise ConfigError(f"unknown policy {name!r}; configured: {known}", param="policy")
 
     def prm(self, name: str | None = None) -> PRMSpec:
         if not self.prms:
-            raise ConfigError("no PRMs configured (add [[prms]] to ratts.toml)")
+            raise ConfigError("no PRMs configured (add [[prms]] to ratts.toml)", param="prm")
         if name is None:
             return self.prms[0]
         for spec in self.prms:
             if spec.name == name:
                 return spec
         known = ", ".join(p.name for p in self.prms)
-        raise ConfigError(f"unknown PRM {name!r}; configured: {known}")
+        raise ConfigError(f"unknown PRM {name!r}; configured: {known}", param="prm")
 
 
 def load_settings(path: str | Path | None = None, **overrides: object) -> Settings:

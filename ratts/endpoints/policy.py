@@ -244,7 +244,8 @@ class PolicyClient:
             timeout=spec.timeout_s,
         )
         self._pool = EndpointPool(
-            who=f"{role} {spec.name!r}",
+            role=role,
+            name=spec.name,
             url=spec.base_url,
             max_concurrency=spec.max_concurrency,
             max_retries=spec.max_retries,

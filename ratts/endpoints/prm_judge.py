@@ -91,7 +91,9 @@ class JudgePRM:
 
     def __init__(self, spec: PRMSpec, *, retry: RetryPolicy | None = None) -> None:
         if not spec.base_url or not spec.model:
-            raise ConfigError(f"PRM {spec.name!r} needs base_url and model")
+            raise ConfigError(
+                f"PRM {spec.name!r} needs base_url and model", endpoint=spec.name, role="PRM"
+            )
         self.spec = spec
         self.name = spec.name
         # The judge is a completions endpoint like any policy; prices and FLOPs are the

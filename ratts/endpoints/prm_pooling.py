@@ -99,7 +99,9 @@ class VllmPoolingPRM:
 
     def __init__(self, spec: PRMSpec, *, retry: RetryPolicy | None = None) -> None:
         if not spec.base_url or not spec.model:
-            raise ConfigError(f"PRM {spec.name!r} needs base_url and model")
+            raise ConfigError(
+                f"PRM {spec.name!r} needs base_url and model", endpoint=spec.name, role="PRM"
+            )
         self.spec = spec
         self.name = spec.name
         self.url = f"{server_root(spec.base_url)}/pooling"
@@ -114,7 +116,8 @@ class VllmPoolingPRM:
         )
         self._http = httpx.AsyncClient(timeout=spec.timeout_s, headers=headers, limits=limits)
         self._pool = EndpointPool(
-            who=f"PRM {spec.name!r}",
+            role="PRM",
+            name=spec.name,
             url=self.url,
             max_concurrency=spec.max_concurrency,
             max_retries=spec.max_retries,
