@@ -13,10 +13,11 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypedDict, Unpack, runtime_checkable
 
 import openai
 
+from ratts.endpoints.closing import AsyncClosing
 from ratts.endpoints.pool import EndpointPool, MalformedResponse, RetryPolicy, gather_all
 from ratts.endpoints.usage import Usage, sum_usage
 from ratts.errors import InputError
@@ -151,6 +152,18 @@ def merge_stops(*groups: list[str] | tuple[str, ...] | None) -> list[str]:
     return list(seen)
 
 
+class SamplingOptions(TypedDict, total=False):
+    """The sampling keywords of ``Policy.complete``/``complete_many`` (besides the seeds);
+    a key left out takes ``PolicyClient``'s default."""
+
+    n: int
+    stop: list[str] | None
+    max_tokens: int
+    temperature: float
+    top_p: float
+    logprobs: int | None
+
+
 @runtime_checkable
 class Policy(Protocol):
     """What strategies need from a policy endpoint: prompts, one-prompt and many-prompt
@@ -182,16 +195,7 @@ class Policy(Protocol):
         ...
 
     async def complete(
-        self,
-        prompt: str,
-        *,
-        n: int = 1,
-        stop: list[str] | None = None,
-        max_tokens: int = 256,
-        temperature: float = 0.8,
-        top_p: float = 1.0,
-        seed: int | None = None,
-        logprobs: int | None = None,
+        self, prompt: str, *, seed: int | None = None, **options: Unpack[SamplingOptions]
     ) -> CompletionResult:
         """Sample ``n`` continuations of ``prompt``; choices in index order."""
         ...
@@ -200,22 +204,17 @@ class Policy(Protocol):
         self,
         prompts: Sequence[str],
         *,
-        n: int = 1,
-        stop: list[str] | None = None,
-        max_tokens: int = 256,
-        temperature: float = 0.8,
-        top_p: float = 1.0,
         seeds: Sequence[int | None] | None = None,
-        logprobs: int | None = None,
+        **options: Unpack[SamplingOptions],
     ) -> CompletionResult:
-        """Sample ``n`` continuations of each prompt; choice ``j`` of prompt ``i`` is
-        ``choices[i * n + j]``."""
+        """Sample ``n`` continuations of each prompt (``seeds``: one per prompt); choice
+        ``j`` of prompt ``i`` is ``choices[i * n + j]``."""
         ...
 
     async def aclose(self) -> None: ...
 
 
-class PolicyClient:
+class PolicyClient(AsyncClosing):
     """Talks to one policy endpoint described by a PolicySpec.
 
     - ``complete`` sends ONE request with ``n`` choices where ``spec.supports_n`` (falls back
@@ -285,23 +284,7 @@ class PolicyClient:
         logprobs: int | None = None,
     ) -> CompletionResult:
         """Sample ``n`` continuations of ``prompt``; choices come back in index order."""
-        if n < 1:
-            raise InputError(f"n must be at least 1, got {n}")
-        if max_tokens < 1:
-            raise InputError(f"max_tokens must be at least 1, got {max_tokens}")
-        params: dict[str, Any] = {
-            "model": self.spec.model,
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-        }
-        stops = merge_stops(stop, self.spec.stop)
-        if stops:
-            params["stop"] = stops
-        if logprobs is not None:
-            params["logprobs"] = logprobs
-
+        params = self._body(prompt, n, stop, max_tokens, temperature, top_p, logprobs)
         if n > 1 and self._n_supported:
             try:
                 timed = await self._pool.call(lambda: self._attempt(params, n, seed, strict_n=True))
@@ -339,12 +322,9 @@ class PolicyClient:
         prompt, all in flight together.
         """
         if seeds is not None and len(seeds) != len(prompts):
-            raise InputError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
-        if n < 1:
-            raise InputError(f"n must be at least 1, got {n}")
-        if max_tokens < 1:
-            raise InputError(f"max_tokens must be at least 1, got {max_tokens}")
-        sampling: dict[str, Any] = {
+            raise InputError(f"got {len(seeds)} seeds for {len(prompts)} prompts", param="seeds")
+        params = self._body(list(prompts), n, stop, max_tokens, temperature, top_p, logprobs)
+        sampling: SamplingOptions = {
             "n": n,
             "stop": stop,
             "max_tokens": max_tokens,
@@ -360,18 +340,6 @@ class PolicyClient:
             or (n > 1 and not self._n_supported)
         ):
             return await self._each(prompts, seeds, sampling)
-        params: dict[str, Any] = {
-            "model": self.spec.model,
-            "prompt": list(prompts),
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-        }
-        stops = merge_stops(stop, self.spec.stop)
-        if stops:
-            params["stop"] = stops
-        if logprobs is not None:
-            params["logprobs"] = logprobs
         count = len(prompts)
         try:
             timed = await self._pool.call(
@@ -386,11 +354,40 @@ class PolicyClient:
         self._lists_supported = False
         return result
 
+    def _body(
+        self,
+        prompt: str | list[str],
+        n: int,
+        stop: list[str] | None,
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        logprobs: int | None,
+    ) -> dict[str, Any]:
+        """The request body but ``n`` and ``seed``; bad ``n``/``max_tokens`` are InputErrors."""
+        if n < 1:
+            raise InputError(f"n must be at least 1, got {n}", param="n")
+        if max_tokens < 1:
+            raise InputError(f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens")
+        body: dict[str, Any] = {
+            "model": self.spec.model,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+        }
+        stops = merge_stops(stop, self.spec.stop)
+        if stops:
+            body["stop"] = stops
+        if logprobs is not None:
+            body["logprobs"] = logprobs
+        return body
+
     async def _each(
         self,
         prompts: Sequence[str],
         seeds: Sequence[int | None] | None,
-        sampling: dict[str, Any],
+        sampling: SamplingOptions,
     ) -> CompletionResult:
         """One ``complete`` call per prompt, concurrently; choices prompt-major."""
         results = await gather_all(
@@ -493,9 +490,3 @@ class PolicyClient:
 
     async def aclose(self) -> None:
         await self._client.close()
-
-    async def __aenter__(self) -> PolicyClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
