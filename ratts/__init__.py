@@ -24,7 +24,8 @@ from ratts.lazy import lazy_getattr
 if TYPE_CHECKING:
     from ratts.endpoints.usage import Usage
     from ratts.orchestrator.orchestrator import Orchestrator
-    from ratts.orchestrator.result import Considered, SolveResult
+    from ratts.orchestrator.result import SolveResult
+    from ratts.router.router import Considered
     from ratts.settings import Settings, load_settings
     from ratts.types import Budget, Candidate, Outcome, Problem, RunConfig, StrategyParams
 
@@ -33,7 +34,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Orchestrator": "ratts.orchestrator.orchestrator",
     "SolveResult": "ratts.orchestrator.result",
-    "Considered": "ratts.orchestrator.result",
+    "Considered": "ratts.router.router",
     "Budget": "ratts.types",
     "Candidate": "ratts.types",
     "Outcome": "ratts.types",

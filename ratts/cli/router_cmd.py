@@ -186,7 +186,8 @@ def eval_(
     """Held-out comparison at matched mean compute: router, best fixed config, oracle
     difficulty bins (paper rule), per-problem oracle, majority vote."""
     from ratts.router import ProbeSpec
-    from ratts.router.evaluate import EvalConfig, evaluate, format_table, plot_curves
+    from ratts.router.evaluate import EvalConfig, evaluate
+    from ratts.router.report import format_table, plot_curves
     from ratts.router.train import records_from_store
     from ratts.store import open_store
 

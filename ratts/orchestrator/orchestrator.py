@@ -32,9 +32,9 @@ from ratts.endpoints.prm import PRM
 from ratts.endpoints.usage import Usage
 from ratts.errors import ConfigError, InputError, RattsError
 from ratts.orchestrator.result import SolveResult
-from ratts.orchestrator.routing import Current, Decision, ProbePlan, Routing
 from ratts.orchestrator.runner import DbThread, Endpoints, Runner, jsonable, one_line
 from ratts.orchestrator.watch import EventSink, ProgressEvent, Watch, WatchedPolicy, WatchedPRM
+from ratts.router import Current, Decision, ProbeSpec, Router
 from ratts.router.features import text_features
 from ratts.settings import Settings, load_settings
 from ratts.store import RunKey, Store, budget_label, open_store, problem_key
@@ -127,7 +127,7 @@ class Orchestrator:
         self.seed = seed
         self.log_runs = log_runs
         self.endpoints = Endpoints(self.settings, policies=policies, prms=prms)
-        self._routing: Routing | None = None
+        self._router: Router | None = None
         self._runner: Runner | None = None
         self._store_arg = store
         self._store: Store | None = store if isinstance(store, Store) else None
@@ -159,7 +159,7 @@ class Orchestrator:
                 self._store = await db(open_store, url or self.settings.db_url)
                 self._owns_store = True
             self._runner = Runner(self.endpoints, self._store if self.log_runs else None, db)
-            self._routing = Routing(
+            self._router = Router(
                 self.endpoints.settings,
                 self._store,
                 epsilon=self.epsilon,
@@ -400,7 +400,7 @@ class Orchestrator:
         the names now). The router in charge may probe differently (``_pipeline``)."""
         policy_name = self.policy(policy).name
         prm_name = self.prm(prm).name if prm is not None or self.prm_names else None
-        return _probe_as_config(ProbePlan(policy_name, prm_name, self.probe_k))
+        return _probe_as_config(ProbeSpec(policy_name, prm_name, self.probe_k))
 
     async def _pipeline(
         self,
@@ -419,11 +419,11 @@ class Orchestrator:
 
         # Routed: the router in charge, its probe, its choice, then the run (which reuses
         # the probe's samples where it can).
-        routing = self._routing
-        assert routing is not None
+        router = self._router
+        assert router is not None
         assert self._db is not None
-        current: Current = await self._db(routing.current)
-        plan = routing.probe_plan(current, policy, prm, self.probe_k)
+        current: Current = await self._db(router.current)
+        plan = router.probe_spec(current, policy, prm, self.probe_k)
         state.probe_config = _probe_as_config(plan)
         result = await self._run(problem, state.probe_config, watch, phase="probe")
         assert isinstance(result, ProbeResult)
@@ -437,8 +437,8 @@ class Orchestrator:
             agreement=result.features.get("probe_agreement"),
             prm_mean=result.features.get("probe_prm_mean"),
         )
-        decision = routing.decide(
-            current, state.features, budget, policy, prm, spent=state.probe_usage
+        decision = router.decide(
+            state.features, budget, current=current, policy=policy, prm=prm, probe_result=result
         )
         state.decision = decision
         watch.emit(
@@ -446,7 +446,7 @@ class Orchestrator:
             config=decision.config.label(),
             reason=decision.reason,
             router_version=decision.router_version,
-            predicted_accuracy=next((c.predicted_accuracy for c in decision.why if c.chosen), None),
+            predicted_accuracy=decision.predicted_accuracy,
         )
         return await self._run(problem, decision.config, watch, reuse=result)
 
@@ -545,7 +545,7 @@ class Orchestrator:
         )
 
 
-def _probe_as_config(plan: ProbePlan) -> RunConfig:
+def _probe_as_config(plan: ProbeSpec) -> RunConfig:
     """What a probe runs, as a config of the probe strategy (N = k). A solve stopped during
     its probe is logged under it: that is the work that was done."""
     return RunConfig(

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from ratts.endpoints.policy import Policy
 from ratts.endpoints.prm import PRM
-from ratts.strategies import get_strategy
+from ratts.strategies import STRATEGIES, get_strategy
 from ratts.strategies.probe import ProbeResult
 from ratts.strategies.sampling import RunLedger, derive_seed, require_prm, solution_candidate
 from ratts.strategies.scoring import majority_index, select
@@ -20,9 +20,17 @@ from ratts.types import Candidate, Outcome, Problem, RunConfig, StrategyParams
 
 
 def samples_of(config: RunConfig) -> int:
-    """How many samples ``config`` draws: its strategy's fixed N, else its N."""
-    fixed = get_strategy(config.strategy).fixed_n
+    """The N ``config`` really uses: its strategy's ``fixed_n``, else its N (also for a
+    logged strategy that is no longer registered)."""
+    strategy = STRATEGIES.get(config.strategy)
+    fixed = strategy.fixed_n if strategy is not None else None
     return fixed if fixed is not None else config.params.n
+
+
+def is_stepwise(config: RunConfig) -> bool:
+    """Whether ``config``'s strategy samples step by step (False when not registered)."""
+    strategy = STRATEGIES.get(config.strategy)
+    return strategy is not None and strategy.stepwise
 
 
 def can_reuse(result: ProbeResult, config: RunConfig) -> bool:
