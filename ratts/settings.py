@@ -7,8 +7,9 @@ API keys never live here: a policy or PRM names the environment variable that ho
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -138,28 +139,30 @@ class Settings(BaseSettings):
         )
 
     def policy(self, name: str | None = None) -> PolicySpec:
-        if not self.policies:
-            raise ConfigError(
-                "no policy endpoints configured (add [[policies]] to ratts.toml)", param="policy"
-            )
-        if name is None:
-            return self.policies[0]
-        for spec in self.policies:
-            if spec.name == name:
-                return spec
-        known = ", ".join(p.name for p in self.policies)
-        raise ConfigError(f"unknown policy {name!r}; configured: {known}", param="policy")
+        """The policy called ``name`` (default: the first); one-line ConfigError otherwise."""
+        return _named(self.policies, name, "policy", "no policy endpoints", "[[policies]]")
 
     def prm(self, name: str | None = None) -> PRMSpec:
-        if not self.prms:
-            raise ConfigError("no PRMs configured (add [[prms]] to ratts.toml)", param="prm")
-        if name is None:
-            return self.prms[0]
-        for spec in self.prms:
-            if spec.name == name:
-                return spec
-        known = ", ".join(p.name for p in self.prms)
-        raise ConfigError(f"unknown PRM {name!r}; configured: {known}", param="prm")
+        """The PRM called ``name`` (default: the first); one-line ConfigError otherwise."""
+        return _named(self.prms, name, "PRM", "no PRMs", "[[prms]]")
+
+
+SpecT = TypeVar("SpecT", PolicySpec, PRMSpec)
+
+
+def _named(specs: Sequence[SpecT], name: str | None, what: str, none: str, table: str) -> SpecT:
+    """The spec called ``name`` among ``specs`` (default: the first). The ConfigError's
+    ``param`` is the request field that picks one ("policy" or "prm")."""
+    param = what.lower()
+    if not specs:
+        raise ConfigError(f"{none} configured (add {table} to ratts.toml)", param=param)
+    if name is None:
+        return specs[0]
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    known = ", ".join(s.name for s in specs)
+    raise ConfigError(f"unknown {what} {name!r}; configured: {known}", param=param)
 
 
 def load_settings(path: str | Path | None = None, **overrides: object) -> Settings:
