@@ -242,15 +242,7 @@ class PolicyClient(AsyncClosing):
             max_retries=0,
             timeout=spec.timeout_s,
         )
-        self._pool = EndpointPool(
-            role=role,
-            name=spec.name,
-            url=spec.base_url,
-            max_concurrency=spec.max_concurrency,
-            max_retries=spec.max_retries,
-            timeout_s=spec.timeout_s,
-            retry=retry,
-        )
+        self._pool = EndpointPool.for_spec(role, spec, spec.base_url, retry)
         self._n_supported = spec.supports_n
         self._lists_supported = True
 
