@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 def _budget(
     n: int | None, usd: float | None, tokens: int | None, flops: float | None
 ) -> Budget | None:
-    from ratts.orchestrator.orchestrator import check_budget
+    from ratts.orchestrator.inputs import check_budget
     from ratts.types import Budget
 
     if n is None and usd is None and tokens is None and flops is None:

@@ -16,11 +16,12 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypedDict, Unpack, runtime_checkable
 
 import openai
 
 from ratts.endpoints.chat import CHAT_SPLIT, chat_body, chat_prompt
+from ratts.endpoints.closing import AsyncClosing
 from ratts.endpoints.pool import EndpointPool, MalformedResponse, RetryPolicy, gather_all
 from ratts.endpoints.responses import Choice, ParsedCompletion, StopReading, parse_completion
 from ratts.endpoints.usage import Usage, sum_usage
@@ -74,6 +75,18 @@ def _chunks(n: int, per: int) -> list[int]:
     return [per] * (n // per) + ([n % per] if n % per else [])
 
 
+class SamplingOptions(TypedDict, total=False):
+    """The sampling keywords of ``Policy.complete``/``complete_many`` (besides the seeds);
+    a key left out takes ``PolicyClient``'s default."""
+
+    n: int
+    stop: list[str] | None
+    max_tokens: int
+    temperature: float
+    top_p: float
+    logprobs: int | None
+
+
 @runtime_checkable
 class Policy(Protocol):
     """What strategies need from a policy endpoint: prompts, one-prompt and many-prompt
@@ -105,16 +118,7 @@ class Policy(Protocol):
         ...
 
     async def complete(
-        self,
-        prompt: str,
-        *,
-        n: int = 1,
-        stop: list[str] | None = None,
-        max_tokens: int = 256,
-        temperature: float = 0.8,
-        top_p: float = 1.0,
-        seed: int | None = None,
-        logprobs: int | None = None,
+        self, prompt: str, *, seed: int | None = None, **options: Unpack[SamplingOptions]
     ) -> CompletionResult:
         """Sample ``n`` continuations of ``prompt``; choices in index order."""
         ...
@@ -123,22 +127,17 @@ class Policy(Protocol):
         self,
         prompts: Sequence[str],
         *,
-        n: int = 1,
-        stop: list[str] | None = None,
-        max_tokens: int = 256,
-        temperature: float = 0.8,
-        top_p: float = 1.0,
         seeds: Sequence[int | None] | None = None,
-        logprobs: int | None = None,
+        **options: Unpack[SamplingOptions],
     ) -> CompletionResult:
-        """Sample ``n`` continuations of each prompt; choice ``j`` of prompt ``i`` is
-        ``choices[i * n + j]``."""
+        """Sample ``n`` continuations of each prompt (``seeds``: one per prompt); choice
+        ``j`` of prompt ``i`` is ``choices[i * n + j]``."""
         ...
 
     async def aclose(self) -> None: ...
 
 
-class PolicyClient:
+class PolicyClient(AsyncClosing):
     """Talks to one policy endpoint described by a PolicySpec.
 
     - ``complete`` asks for ``n`` choices in one request where ``spec.supports_n`` (at most
@@ -169,14 +168,7 @@ class PolicyClient:
             max_retries=0,
             timeout=spec.timeout_s,
         )
-        self._pool = EndpointPool(
-            who=f"{role} {spec.name!r}",
-            url=spec.base_url,
-            max_concurrency=spec.max_concurrency,
-            max_retries=spec.max_retries,
-            timeout_s=spec.timeout_s,
-            retry=retry,
-        )
+        self._pool = EndpointPool.for_spec(role, spec, spec.base_url, retry)
         self._chat = spec.api == "chat"
         self._n_supported = spec.supports_n
         self._lists_supported = not self._chat  # the chat API takes one conversation
@@ -218,11 +210,7 @@ class PolicyClient:
         logprobs: int | None = None,
     ) -> CompletionResult:
         """Sample ``n`` continuations of ``prompt``; choices come back in index order."""
-        if n < 1:
-            raise InputError(f"n must be at least 1, got {n}")
-        if max_tokens < 1:
-            raise InputError(f"max_tokens must be at least 1, got {max_tokens}")
-        params = self._params(prompt, stop, max_tokens, temperature, top_p, logprobs)
+        params = self._body(prompt, n, stop, max_tokens, temperature, top_p, logprobs)
         replies: list[tuple[ParsedCompletion, float]] = []
         offset = 0  # seed offset of the next request, so no two requests share a seed
         missing = n
@@ -242,23 +230,29 @@ class PolicyClient:
             )
         return self._result(prompt, [r for r, _ in replies], sum(s for _, s in replies))
 
-    def _params(
+    def _body(
         self,
-        prompt: str,
+        prompt: str | list[str],
+        n: int,
         stop: list[str] | None,
         max_tokens: int,
         temperature: float,
         top_p: float,
         logprobs: int | None,
     ) -> dict[str, Any]:
-        """The request body without ``n`` and ``seed``."""
+        """The request body but ``n`` and ``seed``; bad ``n``/``max_tokens`` are InputErrors.
+        Over chat the prompt (one conversation, never a list) becomes messages."""
+        if n < 1:
+            raise InputError(f"n must be at least 1, got {n}", param="n")
+        if max_tokens < 1:
+            raise InputError(f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens")
         params: dict[str, Any] = {
             "model": self.spec.model,
             "max_tokens": max_tokens,
             "temperature": temperature,
             "top_p": top_p,
         }
-        if self._chat:
+        if self._chat and isinstance(prompt, str):
             params.update(chat_body(self.spec, prompt))
         else:
             params["prompt"] = prompt
@@ -338,12 +332,8 @@ class PolicyClient:
         is topped up on its own.
         """
         if seeds is not None and len(seeds) != len(prompts):
-            raise InputError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
-        if n < 1:
-            raise InputError(f"n must be at least 1, got {n}")
-        if max_tokens < 1:
-            raise InputError(f"max_tokens must be at least 1, got {max_tokens}")
-        sampling: dict[str, Any] = {
+            raise InputError(f"got {len(seeds)} seeds for {len(prompts)} prompts", param="seeds")
+        sampling: SamplingOptions = {
             "n": n,
             "stop": stop,
             "max_tokens": max_tokens,
@@ -361,8 +351,7 @@ class PolicyClient:
             or (max_n is not None and n > max_n)
         ):
             return await self._each(prompts, seeds, sampling)
-        params = self._params("", stop, max_tokens, temperature, top_p, logprobs)
-        params["prompt"] = list(prompts)
+        params = self._body(list(prompts), n, stop, max_tokens, temperature, top_p, logprobs)
         count = len(prompts)
         try:
             timed = await self._pool.call(
@@ -384,7 +373,7 @@ class PolicyClient:
         n: int,
         reply: ParsedCompletion,
         listed: CompletionResult,
-        sampling: dict[str, Any],
+        sampling: SamplingOptions,
     ) -> CompletionResult:
         """Fill in the choices a list request left out, per prompt, keeping prompt order."""
         per_prompt: list[list[Choice]] = [[] for _ in prompts]
@@ -395,9 +384,11 @@ class PolicyClient:
         if not short:
             return listed
         log.info("policy %r left %d prompts of a list short; topping up", self.name, len(short))
-        extra = await gather_all(
-            [self.complete(prompts[i], **{**sampling, "n": n - len(per_prompt[i])}) for i in short]
-        )
+        requests = []
+        for i in short:
+            options: SamplingOptions = {**sampling, "n": n - len(per_prompt[i])}
+            requests.append(self.complete(prompts[i], **options))
+        extra = await gather_all(requests)
         for i, result in zip(short, extra, strict=True):
             per_prompt[i] += result.choices
         return CompletionResult(
@@ -409,7 +400,7 @@ class PolicyClient:
         self,
         prompts: Sequence[str],
         seeds: Sequence[int | None] | None,
-        sampling: dict[str, Any],
+        sampling: SamplingOptions,
     ) -> CompletionResult:
         """One ``complete`` call per prompt, concurrently; choices prompt-major."""
         results = await gather_all(
@@ -500,9 +491,3 @@ class PolicyClient:
 
     async def aclose(self) -> None:
         await self._client.close()
-
-    async def __aenter__(self) -> PolicyClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()

@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
-from ratts.endpoints.policy import CompletionResult, Policy
+from ratts.endpoints.policy import CompletionResult, Policy, SamplingOptions
 from ratts.endpoints.prm import PRM, PRMResult
 from ratts.endpoints.usage import Usage
 from ratts.grading import extract_answer, has_boxed
@@ -186,53 +186,21 @@ class WatchedPolicy:
         return self._inner.prompt(question)
 
     async def complete(
-        self,
-        prompt: str,
-        *,
-        n: int = 1,
-        stop: list[str] | None = None,
-        max_tokens: int = 256,
-        temperature: float = 0.8,
-        top_p: float = 1.0,
-        seed: int | None = None,
-        logprobs: int | None = None,
+        self, prompt: str, *, seed: int | None = None, **options: Unpack[SamplingOptions]
     ) -> CompletionResult:
-        result = await self._inner.complete(
-            prompt,
-            n=n,
-            stop=stop,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            logprobs=logprobs,
-        )
-        self._observe(result, stop)
+        result = await self._inner.complete(prompt, seed=seed, **options)
+        self._observe(result, options.get("stop"))
         return result
 
     async def complete_many(
         self,
         prompts: Sequence[str],
         *,
-        n: int = 1,
-        stop: list[str] | None = None,
-        max_tokens: int = 256,
-        temperature: float = 0.8,
-        top_p: float = 1.0,
         seeds: Sequence[int | None] | None = None,
-        logprobs: int | None = None,
+        **options: Unpack[SamplingOptions],
     ) -> CompletionResult:
-        result = await self._inner.complete_many(
-            prompts,
-            n=n,
-            stop=stop,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seeds=seeds,
-            logprobs=logprobs,
-        )
-        self._observe(result, stop)
+        result = await self._inner.complete_many(prompts, seeds=seeds, **options)
+        self._observe(result, options.get("stop"))
         return result
 
     def _observe(self, result: CompletionResult, stop: list[str] | None) -> None:

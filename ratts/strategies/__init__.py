@@ -47,7 +47,9 @@ def get_strategy(name: str) -> Strategy:
         return STRATEGIES[name]
     except KeyError:
         choices = ", ".join(STRATEGIES)
-        raise UnknownStrategyError(f"unknown strategy {name!r}; choose one of: {choices}") from None
+        raise UnknownStrategyError(
+            f"unknown strategy {name!r}; choose one of: {choices}", param="strategy"
+        ) from None
 
 
 for _builtin in (CoT, Majority, BestOfN, BeamSearch, DVTS):

@@ -57,7 +57,8 @@ class Strategy(ABC):
         if self.fixed_n is not None and params.n != self.fixed_n:
             what = "one solution" if self.fixed_n == 1 else f"{self.fixed_n} solutions"
             raise InvalidParamsError(
-                f"{self.name} samples {what}: N must be {self.fixed_n}, got {params.n}"
+                f"{self.name} samples {what}: N must be {self.fixed_n}, got {params.n}",
+                param="n",
             )
 
     async def run(
