@@ -17,17 +17,20 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ratts.endpoints.usage import Usage
 from ratts.errors import InputError, RouterError
 from ratts.orchestrator.result import Considered
 from ratts.router.candidates import Choice, CostModel, candidate_configs
 from ratts.router.coldstart import ColdStartRouter
-from ratts.router.model import TrainedRouter
 from ratts.router.registry import RouterRegistry
 from ratts.settings import Settings
 from ratts.store import Store
 from ratts.types import Budget, RunConfig
+
+if TYPE_CHECKING:
+    from ratts.router.model import TrainedRouter  # scikit-learn: imported only to load one
 
 log = logging.getLogger(__name__)
 
