@@ -1,9 +1,10 @@
 """PolicyClient: step-wise and whole-solution sampling over OpenAI-compatible completions.
 
 Strategies depend only on the public shape here (Choice, CompletionResult, PolicyClient).
-The openai SDK's own retries are off; ``EndpointPool`` does bounded retries with backoff and
-maps failures to ``ratts.errors`` types. Response bodies are parsed here (not by the SDK's
-models) so vLLM's extra fields (``stop_reason``) and malformed bodies are handled explicitly.
+Requests go through ``JsonHttp`` (the one lean HTTP stack); ``EndpointPool`` does bounded
+retries with backoff and maps failures to ``ratts.errors`` types. Response bodies are parsed
+here, once, so vLLM's extra fields (``stop_reason``) and malformed bodies are handled
+explicitly.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import openai
-
+from ratts.endpoints.http import HttpStatusError, JsonHttp
 from ratts.endpoints.pool import EndpointPool, MalformedResponse, RetryPolicy, gather_all
 from ratts.endpoints.usage import Usage, sum_usage
 from ratts.errors import InputError
@@ -172,11 +172,12 @@ class PolicyClient:
     ) -> None:
         """``role`` names the endpoint in error messages (a judge PRM passes "PRM")."""
         self.spec = spec
-        self._client = openai.AsyncOpenAI(
-            base_url=spec.base_url,
-            api_key=spec.api_key(),
-            max_retries=0,
-            timeout=spec.timeout_s,
+        key = spec.api_key()
+        self._http = JsonHttp(
+            spec.base_url,
+            api_key=None if key == "EMPTY" else key,
+            timeout_s=spec.timeout_s,
+            max_connections=spec.max_concurrency,
         )
         self._pool = EndpointPool(
             who=f"{role} {spec.name!r}",
@@ -373,8 +374,8 @@ class PolicyClient:
             payload["seed"] = seed
         try:
             raw = await self._post("/completions", payload)
-        except openai.BadRequestError as exc:
-            if strict_n:
+        except HttpStatusError as exc:
+            if strict_n and exc.status == 400:
                 raise _NRejected(str(exc)) from exc
             raise
         try:
@@ -386,14 +387,10 @@ class PolicyClient:
     async def _post(self, path: str, payload: dict[str, Any]) -> bytes:
         """POST a JSON body to ``path`` under the base URL; the raw response body.
 
-        Every HTTP request of a policy goes through here, so the HTTP stack is swapped in
-        one place. It uses the SDK's generic POST: its typed ``completions.create`` re-walks
-        every parameter against the type annotations on each call, a large share of the
-        client's CPU per request (see bench/efficiency.py); the body here is plain JSON
-        already. Errors come back as the SDK's typed exceptions (``pool.classify``).
+        Every HTTP request of a policy goes through here, so the HTTP stack lives in one
+        place (``JsonHttp``); its errors are classified by ``pool.classify``.
         """
-        raw: bytes = await self._client.post(path, cast_to=bytes, body=payload)
-        return raw
+        return await self._http.post(path, payload)
 
     def _result(
         self, prompt: str, replies: list[ParsedCompletion], seconds: float
@@ -428,7 +425,7 @@ class PolicyClient:
         return CompletionResult(choices=choices, usage=usage)
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._http.aclose()
 
     async def __aenter__(self) -> PolicyClient:
         return self

@@ -5,8 +5,8 @@ faults (429, 5xx, timeouts, connection errors, unparseable bodies) are retried a
 number of times with exponential backoff and jitter; anything else fails at once. The final
 failure becomes one of the ``ratts.errors`` types with a one-line message.
 
-Both the openai SDK's exceptions (it uses ``httpx2`` inside) and plain ``httpx`` exceptions
-(the pooling PRM) are understood.
+The transport's failures arrive as ``ratts.endpoints.http`` exceptions (status, timeout,
+unreachable) whatever the HTTP library underneath.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
-import httpx
-import openai
-
+from ratts.endpoints.http import HttpStatusError, HttpTimeout, HttpUnreachable
 from ratts.errors import (
     BadResponseError,
     EndpointError,
@@ -132,35 +130,19 @@ def _status_failure(status: int, detail: str, retry_after: float | None) -> Fail
 
 
 def classify(exc: BaseException) -> Failure | None:
-    """Map an exception from either HTTP stack to a Failure; None for unknown exceptions."""
+    """Map an exception from the HTTP stack or a parser to a Failure; None for unknown ones."""
     if isinstance(exc, MalformedResponse):
         return Failure("bad_response", _one_line(exc.detail), exc.retryable)
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, HttpTimeout):
         return Failure("timeout", "request timed out", True)
-    if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc
-        return Failure("unreachable", _one_line(cause) or "connection error", True)
-    if isinstance(exc, openai.APIStatusError):
-        retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
-        detail = _status_detail(exc.status_code, exc.body, exc.message)
-        return _status_failure(exc.status_code, detail, retry_after)
-    if isinstance(exc, openai.APIResponseValidationError):
-        return Failure("bad_response", _one_line(exc.message), True)
-    if isinstance(exc, httpx.TimeoutException):
-        return Failure("timeout", "request timed out", True)
-    if isinstance(exc, httpx.HTTPStatusError):
-        response = exc.response
-        try:
-            body: object = response.json()
-        except ValueError:
-            body = response.text
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
-        detail = _status_detail(response.status_code, body, response.reason_phrase)
-        return _status_failure(response.status_code, detail, retry_after)
-    if isinstance(exc, httpx.TransportError):
-        # Connect errors, dropped connections and protocol errors: the endpoint is flaky
+    if isinstance(exc, HttpStatusError):
+        retry_after = parse_retry_after(exc.retry_after)
+        detail = _status_detail(exc.status, exc.parsed_body(), exc.reason or f"HTTP {exc.status}")
+        return _status_failure(exc.status, detail, retry_after)
+    if isinstance(exc, HttpUnreachable):
+        # Connect errors, dropped connections and truncated bodies: the endpoint is flaky
         # or gone; all are worth another try.
-        return Failure("unreachable", _one_line(exc) or type(exc).__name__, True)
+        return Failure("unreachable", _one_line(exc) or "connection error", True)
     return None
 
 

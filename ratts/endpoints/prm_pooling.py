@@ -9,11 +9,11 @@ one request (``spec.batch_size``), and requests run concurrently up to
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 
-import httpx
-
+from ratts.endpoints.http import JsonHttp
 from ratts.endpoints.pool import EndpointPool, MalformedResponse, RetryPolicy, gather_all
 from ratts.endpoints.prm import PRMResult
 from ratts.endpoints.usage import Usage
@@ -102,17 +102,15 @@ class VllmPoolingPRM:
             raise ConfigError(f"PRM {spec.name!r} needs base_url and model")
         self.spec = spec
         self.name = spec.name
-        self.url = f"{server_root(spec.base_url)}/pooling"
-        headers = {}
+        root = server_root(spec.base_url)
+        self.url = f"{root}/pooling"
         key = spec.api_key()
-        if key != "EMPTY":
-            headers["Authorization"] = f"Bearer {key}"
-        # Keep-alive for every concurrent request: httpx keeps only 20 idle connections by
-        # default, so above 20 in flight each request would open (and close) a new one.
-        limits = httpx.Limits(
-            max_connections=spec.max_concurrency, max_keepalive_connections=spec.max_concurrency
+        self._http = JsonHttp(
+            root,
+            api_key=None if key == "EMPTY" else key,
+            timeout_s=spec.timeout_s,
+            max_connections=spec.max_concurrency,
         )
-        self._http = httpx.AsyncClient(timeout=spec.timeout_s, headers=headers, limits=limits)
         self._pool = EndpointPool(
             who=f"PRM {spec.name!r}",
             url=self.url,
@@ -148,10 +146,9 @@ class VllmPoolingPRM:
         counts = [len(steps) for steps in batch]
 
         async def attempt() -> tuple[list[list[float]], int | None]:
-            response = await self._http.post(self.url, json=payload)
-            response.raise_for_status()
+            raw = await self._http.post("/pooling", payload)
             try:
-                body = response.json()
+                body = json.loads(raw)
             except ValueError as exc:
                 raise MalformedResponse("body is not valid JSON", retryable=True) from exc
             return parse_pooling(body, counts)
