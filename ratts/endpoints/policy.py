@@ -9,6 +9,8 @@ explicitly.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -16,7 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ratts.endpoints.http import HttpStatusError, JsonHttp
-from ratts.endpoints.pool import EndpointPool, MalformedResponse, RetryPolicy, gather_all
+from ratts.endpoints.pool import (
+    EndpointPool,
+    Grant,
+    MalformedResponse,
+    RetryPolicy,
+    Timed,
+    gather_all,
+)
 from ratts.endpoints.usage import Usage, sum_usage
 from ratts.errors import InputError
 from ratts.settings import PolicySpec
@@ -150,13 +159,31 @@ def merge_stops(*groups: list[str] | tuple[str, ...] | None) -> list[str]:
     return list(seen)
 
 
+def _prompt_major(
+    pieces: Sequence[tuple[list[int], int]], replies: Sequence[ParsedCompletion], prompts: int
+) -> list[Choice]:
+    """The choices of a split request, prompt-major: piece p asked ``k`` choices of each
+    prompt in ``members`` (its choices member-major); pieces are in offset order."""
+    per_prompt: list[list[Choice]] = [[] for _ in range(prompts)]
+    for (members, k), reply in zip(pieces, replies, strict=True):
+        for m, i in enumerate(members):
+            per_prompt[i].extend(reply.choices[m * k : (m + 1) * k])
+    return [choice for choices in per_prompt for choice in choices]
+
+
 class PolicyClient:
     """Talks to one policy endpoint described by a PolicySpec.
 
     - ``complete`` sends ONE request with ``n`` choices where ``spec.supports_n`` (falls back
       to n concurrent requests if the server rejects ``n`` > 1 or the spec says so);
-    - bounded concurrency per endpoint (``spec.max_concurrency``; one slot per HTTP request,
-      however many choices it asks for);
+    - sequence-level admission per endpoint (``spec.max_concurrency`` counts sequences in
+      flight: ``n=8`` holds 8 slots, a list of prompts holds prompts x n). When only k < N
+      slots are free an unseeded request goes out now as ``n=k`` and the rest follow as
+      slots free (``SequenceSlots``: FIFO, work-conserving). A seeded request is never
+      split by timing: it waits for its slots, and only one larger than the whole limit is
+      cut, at fixed offsets, the part from choice ``o`` on sent with ``seed + o`` (vLLM's
+      own rule for the choices of one seeded request, so the samples match an unsplit one
+      there);
     - bounded retries with exponential backoff on 429, 5xx, timeouts and connection errors;
     - typed errors from ratts.errors with one-line messages;
     - Usage from the server's ``usage`` field (+ FLOPs = 2 x params x tokens, dollars from
@@ -224,28 +251,14 @@ class PolicyClient:
             raise InputError(f"n must be at least 1, got {n}")
         if max_tokens < 1:
             raise InputError(f"max_tokens must be at least 1, got {max_tokens}")
-        params: dict[str, Any] = {
-            "model": self.spec.model,
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-        }
-        stops = merge_stops(stop, self.spec.stop)
-        if stops:
-            params["stop"] = stops
-        if logprobs is not None:
-            params["logprobs"] = logprobs
-
+        params = self._params(prompt, stop, max_tokens, temperature, top_p, logprobs)
         if n > 1 and self._n_supported:
             try:
-                timed = await self._pool.call(lambda: self._attempt(params, n, seed, strict_n=True))
+                return await self._admitted(params, [prompt], n, seed)
             except _NRejected:
                 log.info(
                     "policy %r rejected n=%d with HTTP 400; sending %d requests", self.name, n, n
                 )
-            else:
-                return self._result(prompt, [timed.value], timed.seconds)
             result = await self._fan_out(prompt, params, n, seed)
             # Remembered only once single requests work: the 400 was about n, not the prompt.
             self._n_supported = False
@@ -269,8 +282,9 @@ class PolicyClient:
 
         Unseeded, the prompts go in ONE request with a list ``prompt`` (vLLM and the OpenAI
         completions API accept one; vLLM schedules each prompt as its own sequence group),
-        so a search step costs one HTTP round trip instead of one per beam. With seeds (one
-        per prompt), after a server rejected a list, or in a subclass that intercepts
+        so a search step costs one HTTP round trip instead of one per beam (or a few, when
+        only part of its prompts x n sequences fit the free slots). With seeds (one per
+        prompt), after a server rejected a list, or in a subclass that intercepts
         ``complete``, it is one ``complete`` call per prompt, all in flight together.
         """
         if seeds is not None and len(seeds) != len(prompts):
@@ -297,9 +311,29 @@ class PolicyClient:
             or (n > 1 and not self._n_supported)
         ):
             return await self._each(prompts, seeds, sampling)
+        params = self._params(list(prompts), stop, max_tokens, temperature, top_p, logprobs)
+        try:
+            return await self._admitted(params, list(prompts), n, None)
+        except _NRejected:
+            log.info("policy %r rejected a list of prompts with HTTP 400", self.name)
+        result = await self._each(prompts, seeds, sampling)
+        # Remembered only once single-prompt requests work: the 400 was about the list.
+        self._lists_supported = False
+        return result
+
+    def _params(
+        self,
+        prompt: str | list[str],
+        stop: list[str] | None,
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        logprobs: int | None,
+    ) -> dict[str, Any]:
+        """The request body without ``n`` and ``seed`` (set per request in ``_attempt``)."""
         params: dict[str, Any] = {
             "model": self.spec.model,
-            "prompt": list(prompts),
+            "prompt": prompt,
             "max_tokens": max_tokens,
             "temperature": temperature,
             "top_p": top_p,
@@ -309,18 +343,89 @@ class PolicyClient:
             params["stop"] = stops
         if logprobs is not None:
             params["logprobs"] = logprobs
-        count = len(prompts)
-        try:
-            timed = await self._pool.call(
-                lambda: self._attempt(params, n, None, strict_n=True, prompts=count)
+        return params
+
+    async def _admitted(
+        self, params: dict[str, Any], prompts: list[str], n: int, seed: int | None
+    ) -> CompletionResult:
+        """``n`` choices of each prompt in as few requests as the free slots allow; choices
+        prompt-major. Raises _NRejected if the server answered 400 to ``n`` > 1 or to a
+        list of prompts."""
+        estimate_from = "".join(prompts)
+        if seed is not None:
+            # Seeded (one prompt): timing never changes the request; only one larger than
+            # the whole limit is cut, at fixed offsets, part o with seed + o.
+            cap = self._pool.slots.capacity
+            parts = [(o, min(cap, n - o)) for o in range(0, n, cap)]
+            timed = await gather_all(
+                [
+                    self._pool.call(
+                        functools.partial(self._attempt, params, k, seed + o, strict_n=k > 1),
+                        seqs=k,
+                    )
+                    for o, k in parts
+                ]
             )
-        except _NRejected:
-            log.info("policy %r rejected a list of prompts with HTTP 400", self.name)
-        else:
-            return self._result("".join(prompts), [timed.value], timed.seconds)
-        result = await self._each(prompts, seeds, sampling)
-        # Remembered only once single-prompt requests work: the 400 was about the list.
-        self._lists_supported = False
+            return self._result(
+                estimate_from, [t.value for t in timed], sum(t.seconds for t in timed)
+            )
+        remaining = [n] * len(prompts)  # choices still to request, per prompt
+        pieces: list[tuple[list[int], int]] = []  # (prompt indexes, n) of each request
+        tasks: list[asyncio.Future[Timed[ParsedCompletion]]] = []
+        head = 0
+        try:
+            while head < len(prompts):
+                grant = await self._pool.admit(sum(remaining[head:]))
+                free = grant.count
+                while free > 0 and head < len(prompts):
+                    k = min(remaining[head], free)
+                    if k < remaining[head]:  # part of one prompt's choices
+                        members = [head]
+                    else:  # whole prompts with the same count, as many as fit
+                        members = [head]
+                        while (
+                            head + len(members) < len(prompts)
+                            and remaining[head + len(members)] == k
+                            and (len(members) + 1) * k <= free
+                        ):
+                            members.append(head + len(members))
+                    body = dict(params)
+                    body["prompt"] = (
+                        prompts[members[0]] if len(members) == 1 else [prompts[i] for i in members]
+                    )
+                    used = k * len(members)
+                    share = Grant(used)
+                    tasks.append(
+                        self._pool.spawn(
+                            functools.partial(
+                                self._attempt,
+                                body,
+                                k,
+                                None,
+                                strict_n=used > 1,
+                                prompts=len(members),
+                            ),
+                            share,
+                        )
+                    )
+                    pieces.append((members, k))
+                    free -= used
+                    for i in members:
+                        remaining[i] -= k
+                    while head < len(prompts) and remaining[head] == 0:
+                        head += 1
+                if free > 0:
+                    self._pool.slots.release(free)
+            timed = await gather_all(tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        replies = [t.value for t in timed]
+        result = self._result(estimate_from, replies, sum(t.seconds for t in timed))
+        if len(pieces) > 1:
+            result.choices = _prompt_major(pieces, replies, len(prompts))
         return result
 
     async def _each(

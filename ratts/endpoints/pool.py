@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
+from ratts.endpoints.admission import SequenceSlots
 from ratts.endpoints.http import HttpStatusError, HttpTimeout, HttpUnreachable
 from ratts.errors import (
     BadResponseError,
@@ -146,10 +147,23 @@ def classify(exc: BaseException) -> Failure | None:
     return None
 
 
-class EndpointPool:
-    """Per-endpoint concurrency slots plus the retry loop around each HTTP call.
+@dataclass(slots=True)
+class Grant:
+    """Slots taken by ``EndpointPool.admit`` for a request not yet sent.
 
-    A slot is held only while a request is in flight, never during backoff sleeps.
+    ``used`` turns True as the request's first attempt starts holding them; a grant whose
+    task was cancelled before that is given back by ``EndpointPool.spawn``'s callback.
+    """
+
+    count: int
+    used: bool = False
+
+
+class EndpointPool:
+    """Per-endpoint sequence slots plus the retry loop around each HTTP call.
+
+    ``max_concurrency`` counts sequences in flight (``SequenceSlots``): an attempt holds
+    ``seqs`` slots while its request is in flight, never during backoff sleeps.
     """
 
     def __init__(
@@ -167,37 +181,66 @@ class EndpointPool:
         self.max_retries = max_retries
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self.slots = SequenceSlots(max_concurrency)
 
-    async def call(self, attempt_fn: Callable[[], Awaitable[T]]) -> Timed[T]:
-        """Run ``attempt_fn`` with a slot, retrying transient failures; raise EndpointError."""
+    async def admit(self, want: int) -> Grant:
+        """Up to ``want`` slots as soon as any are free (FIFO); send that many sequences."""
+        return Grant(await self.slots.acquire(want))
+
+    def spawn(
+        self, attempt_fn: Callable[[], Awaitable[T]], grant: Grant
+    ) -> asyncio.Future[Timed[T]]:
+        """``call`` in a task whose first attempt uses ``grant``'s slots (freed even if the
+        task is cancelled before it starts)."""
+        task = asyncio.ensure_future(self.call(attempt_fn, seqs=grant.count, grant=grant))
+
+        def give_back(_: asyncio.Future[Timed[T]]) -> None:
+            if not grant.used:
+                grant.used = True
+                self.slots.release(grant.count)
+
+        task.add_done_callback(give_back)
+        return task
+
+    async def call(
+        self, attempt_fn: Callable[[], Awaitable[T]], *, seqs: int = 1, grant: Grant | None = None
+    ) -> Timed[T]:
+        """Run ``attempt_fn`` holding ``seqs`` slots, retrying transient failures; raise
+        EndpointError. A ``grant`` (from ``admit``) holds the first attempt's slots."""
+        if grant is not None:
+            grant.used = True
+        held = grant is not None
         seconds = 0.0
         attempt = 0
         while True:
-            async with self._slots:
-                start = time.perf_counter()
-                try:
-                    value = await attempt_fn()
-                except Exception as exc:
-                    seconds += time.perf_counter() - start
-                    failure = classify(exc)
-                    if failure is None:
-                        raise
-                    if not failure.retryable or attempt >= self.max_retries:
-                        raise self.error(failure, attempt + 1) from exc
-                    wait = self.retry.delay(attempt, failure.retry_after)
-                    log.debug(
-                        "%s at %s: attempt %d failed (%s: %s); retrying in %.2fs",
-                        self.who,
-                        self.url,
-                        attempt + 1,
-                        failure.kind,
-                        failure.detail,
-                        wait,
-                    )
-                else:
-                    seconds += time.perf_counter() - start
-                    return Timed(value, seconds, attempt + 1)
+            if not held:
+                await self.slots.acquire(seqs, exact=True)
+            held = False
+            start = time.perf_counter()
+            try:
+                value = await attempt_fn()
+            except Exception as exc:
+                seconds += time.perf_counter() - start
+                failure = classify(exc)
+                if failure is None:
+                    raise
+                if not failure.retryable or attempt >= self.max_retries:
+                    raise self.error(failure, attempt + 1) from exc
+                wait = self.retry.delay(attempt, failure.retry_after)
+                log.debug(
+                    "%s at %s: attempt %d failed (%s: %s); retrying in %.2fs",
+                    self.who,
+                    self.url,
+                    attempt + 1,
+                    failure.kind,
+                    failure.detail,
+                    wait,
+                )
+            else:
+                seconds += time.perf_counter() - start
+                return Timed(value, seconds, attempt + 1)
+            finally:
+                self.slots.release(seqs)
             attempt += 1
             await asyncio.sleep(wait)
 
