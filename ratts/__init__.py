@@ -17,8 +17,9 @@ Names are imported lazily, so ``import ratts`` (and the CLI's start-up) stays fa
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ratts.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from ratts.endpoints.usage import Usage
@@ -61,13 +62,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ratts' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

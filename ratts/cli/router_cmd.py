@@ -50,8 +50,7 @@ def probe(
 ) -> None:
     """Probe every problem of DATASET once and log the features (resumable)."""
     from ratts.endpoints.factory import build_policy, build_prm
-    from ratts.orchestrator.sweep import load_problems
-    from ratts.router.train import collect_probes
+    from ratts.orchestrator.sweep import collect_probes, load_problems
     from ratts.store import open_store
 
     cfg = load_settings(settings)

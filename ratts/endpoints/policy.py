@@ -1,6 +1,7 @@
-"""PolicyClient: step-wise and whole-solution sampling over OpenAI-compatible completions.
+"""The Policy protocol, and PolicyClient: step-wise and whole-solution sampling over
+OpenAI-compatible completions.
 
-Strategies depend only on the public shape here (Choice, CompletionResult, PolicyClient).
+Strategies depend only on the public shape here (Choice, CompletionResult, Policy).
 Requests go through ``JsonHttp`` (the one lean HTTP stack); ``EndpointPool`` does bounded
 retries with backoff and maps failures to ``ratts.errors`` types. Response bodies are parsed
 here, once, so vLLM's extra fields (``stop_reason``) and malformed bodies are handled
@@ -15,8 +16,9 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypedDict, Unpack, runtime_checkable
 
+from ratts.endpoints.closing import AsyncClosing
 from ratts.endpoints.http import HttpStatusError, JsonHttp
 from ratts.endpoints.pool import (
     EndpointPool,
@@ -171,7 +173,69 @@ def _prompt_major(
     return [choice for choices in per_prompt for choice in choices]
 
 
-class PolicyClient:
+class SamplingOptions(TypedDict, total=False):
+    """The sampling keywords of ``Policy.complete``/``complete_many`` (besides the seeds);
+    a key left out takes ``PolicyClient``'s default."""
+
+    n: int
+    stop: list[str] | None
+    max_tokens: int
+    temperature: float
+    top_p: float
+    logprobs: int | None
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What strategies need from a policy endpoint: prompts, one-prompt and many-prompt
+    sampling, and its identity. INTERFACE, like ``PRM``.
+
+    ``PolicyClient`` implements it over HTTP; wrappers that observe calls (the
+    orchestrator's ``WatchedPolicy``) implement it by delegating every method, so a wrapped
+    policy sends exactly the requests the bare one sends.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def spec(self) -> PolicySpec: ...
+
+    @property
+    def separator(self) -> str:
+        """The step separator: a step-wise continuation stops here."""
+        ...
+
+    @property
+    def n_supported(self) -> bool:
+        """Whether ``n`` > 1 goes in one request."""
+        ...
+
+    def prompt(self, question: str) -> str:
+        """The prefix-stable prompt for a question (steps are appended after it)."""
+        ...
+
+    async def complete(
+        self, prompt: str, *, seed: int | None = None, **options: Unpack[SamplingOptions]
+    ) -> CompletionResult:
+        """Sample ``n`` continuations of ``prompt``; choices in index order."""
+        ...
+
+    async def complete_many(
+        self,
+        prompts: Sequence[str],
+        *,
+        seeds: Sequence[int | None] | None = None,
+        **options: Unpack[SamplingOptions],
+    ) -> CompletionResult:
+        """Sample ``n`` continuations of each prompt (``seeds``: one per prompt); choice
+        ``j`` of prompt ``i`` is ``choices[i * n + j]``."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class PolicyClient(AsyncClosing):
     """Talks to one policy endpoint described by a PolicySpec.
 
     - ``complete`` sends ONE request with ``n`` choices where ``spec.supports_n`` (falls back
@@ -207,7 +271,8 @@ class PolicyClient:
             max_connections=spec.max_concurrency,
         )
         self._pool = EndpointPool(
-            who=f"{role} {spec.name!r}",
+            role=role,
+            name=spec.name,
             url=spec.base_url,
             max_concurrency=spec.max_concurrency,
             max_retries=spec.max_retries,
@@ -247,11 +312,7 @@ class PolicyClient:
         logprobs: int | None = None,
     ) -> CompletionResult:
         """Sample ``n`` continuations of ``prompt``; choices come back in index order."""
-        if n < 1:
-            raise InputError(f"n must be at least 1, got {n}")
-        if max_tokens < 1:
-            raise InputError(f"max_tokens must be at least 1, got {max_tokens}")
-        params = self._params(prompt, stop, max_tokens, temperature, top_p, logprobs)
+        params = self._body(prompt, n, stop, max_tokens, temperature, top_p, logprobs)
         if n > 1 and self._n_supported:
             try:
                 return await self._admitted(params, [prompt], n, seed)
@@ -284,16 +345,13 @@ class PolicyClient:
         completions API accept one; vLLM schedules each prompt as its own sequence group),
         so a search step costs one HTTP round trip instead of one per beam (or a few, when
         only part of its prompts x n sequences fit the free slots). With seeds (one per
-        prompt), after a server rejected a list, or in a subclass that intercepts
-        ``complete``, it is one ``complete`` call per prompt, all in flight together.
+        prompt) or after a server rejected a list, it is one ``complete`` call per prompt,
+        all in flight together.
         """
         if seeds is not None and len(seeds) != len(prompts):
-            raise InputError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
-        if n < 1:
-            raise InputError(f"n must be at least 1, got {n}")
-        if max_tokens < 1:
-            raise InputError(f"max_tokens must be at least 1, got {max_tokens}")
-        sampling: dict[str, Any] = {
+            raise InputError(f"got {len(seeds)} seeds for {len(prompts)} prompts", param="seeds")
+        params = self._body(list(prompts), n, stop, max_tokens, temperature, top_p, logprobs)
+        sampling: SamplingOptions = {
             "n": n,
             "stop": stop,
             "max_tokens": max_tokens,
@@ -302,16 +360,13 @@ class PolicyClient:
             "logprobs": logprobs,
         }
         seeded = seeds is not None and any(s is not None for s in seeds)
-        intercepted = type(self).complete is not PolicyClient.complete
         if (
             len(prompts) < 2
             or seeded
-            or intercepted
             or not self._lists_supported
             or (n > 1 and not self._n_supported)
         ):
             return await self._each(prompts, seeds, sampling)
-        params = self._params(list(prompts), stop, max_tokens, temperature, top_p, logprobs)
         try:
             return await self._admitted(params, list(prompts), n, None)
         except _NRejected:
@@ -321,17 +376,22 @@ class PolicyClient:
         self._lists_supported = False
         return result
 
-    def _params(
+    def _body(
         self,
         prompt: str | list[str],
+        n: int,
         stop: list[str] | None,
         max_tokens: int,
         temperature: float,
         top_p: float,
         logprobs: int | None,
     ) -> dict[str, Any]:
-        """The request body without ``n`` and ``seed`` (set per request in ``_attempt``)."""
-        params: dict[str, Any] = {
+        """The request body but ``n`` and ``seed``; bad ``n``/``max_tokens`` are InputErrors."""
+        if n < 1:
+            raise InputError(f"n must be at least 1, got {n}", param="n")
+        if max_tokens < 1:
+            raise InputError(f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens")
+        body: dict[str, Any] = {
             "model": self.spec.model,
             "prompt": prompt,
             "max_tokens": max_tokens,
@@ -340,10 +400,10 @@ class PolicyClient:
         }
         stops = merge_stops(stop, self.spec.stop)
         if stops:
-            params["stop"] = stops
+            body["stop"] = stops
         if logprobs is not None:
-            params["logprobs"] = logprobs
-        return params
+            body["logprobs"] = logprobs
+        return body
 
     async def _admitted(
         self, params: dict[str, Any], prompts: list[str], n: int, seed: int | None
@@ -432,7 +492,7 @@ class PolicyClient:
         self,
         prompts: Sequence[str],
         seeds: Sequence[int | None] | None,
-        sampling: dict[str, Any],
+        sampling: SamplingOptions,
     ) -> CompletionResult:
         """One ``complete`` call per prompt, concurrently; choices prompt-major."""
         results = await gather_all(
@@ -531,9 +591,3 @@ class PolicyClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-
-    async def __aenter__(self) -> PolicyClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()

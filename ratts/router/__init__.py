@@ -26,8 +26,9 @@ from ratts.router.candidates import (
     pick,
 )
 from ratts.router.coldstart import ColdStartRouter
-from ratts.router.probe import DEFAULT_K, ProbeResult, probe, remaining_fraction, run_with_probe
 from ratts.settings import Settings
+from ratts.strategies.probe import DEFAULT_K, ProbeResult
+from ratts.strategies.reuse import remaining_fraction
 from ratts.types import Budget, RunConfig
 
 if TYPE_CHECKING:
@@ -160,6 +161,4 @@ __all__ = [
     "Router",
     "candidate_configs",
     "pick",
-    "probe",
-    "run_with_probe",
 ]

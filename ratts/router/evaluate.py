@@ -49,10 +49,9 @@ from numpy.typing import NDArray
 from ratts.errors import RouterError
 from ratts.router import ProbeSpec
 from ratts.router.candidates import CostModel, record_config
+from ratts.router.features import PASS_AT_1
 from ratts.router.model import RouterModel, design_row
-from ratts.router.probe import remaining_fraction
 from ratts.router.train import (
-    PASS_AT_1,
     Record,
     default_probe,
     design,
@@ -62,6 +61,7 @@ from ratts.router.train import (
     split_problems,
     with_features,
 )
+from ratts.strategies.reuse import remaining_fraction
 from ratts.types import RunConfig, StrategyParams
 
 Unit = Literal["tokens", "flops", "usd"]

@@ -41,8 +41,8 @@ from ratts.router.candidates import (
     pick,
 )
 from ratts.router.features import TEXT_CATEGORICAL, TEXT_NUMERIC, split_features
-from ratts.router.probe import PROBE_NUMERIC
 from ratts.settings import Settings
+from ratts.strategies.probe import PROBE_NUMERIC
 from ratts.types import Budget, RunConfig
 
 CONFIG_CATEGORICAL = ("policy", "prm", "strategy")
