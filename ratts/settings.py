@@ -59,6 +59,13 @@ class PolicySpec(BaseModel):
     stop: tuple[str, ...] = Field(default=(), description="extra stop sequences, e.g. EOS text")
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     supports_n: bool = True
+    stream: bool = Field(
+        default=False,
+        description=(
+            "stream requests of several sequences, so each sequence's slot frees as it "
+            "ends (vLLM, OpenAI); off for servers that cannot stream"
+        ),
+    )
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
 

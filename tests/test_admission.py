@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ratts.endpoints import PolicyClient
 from ratts.endpoints.admission import SequenceSlots
 from ratts.endpoints.policy import Choice, ParsedCompletion, _prompt_major
+from ratts.serving import ServerThread
 from ratts.settings import PolicySpec
 from ratts.sim import SimServer
 from tests.test_policy_client import QUESTION, MakeSim, spec_for
@@ -151,3 +156,72 @@ async def test_seeded_request_larger_than_the_limit_is_cut_at_fixed_offsets(
         tail = await client.complete(prompt, n=2, seed=34, stop=["\n\n"])
     assert sorted(_choices(server)[:2]) == [2, 4]
     assert [c.text for c in result.choices[4:]] == [c.text for c in tail.choices]
+
+
+def _streaming_app() -> FastAPI:
+    """A vLLM-like /v1/completions that streams: with n > 1, choice 0 ends at once and the
+    others 0.6 s later; n = 1 answers at once. Records each request's n."""
+    app = FastAPI()
+    seen: list[int] = []
+
+    def event(data: object) -> bytes:
+        return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+    @app.post("/v1/completions")
+    async def complete(request: Request) -> Response:
+        body = await request.json()
+        n = int(body["n"])
+        seen.append(n)
+        if not body.get("stream"):
+            choices = [{"index": 0, "text": "quick", "finish_reason": "stop"}]
+            usage = {"prompt_tokens": 3, "completion_tokens": 1}
+            return JSONResponse({"choices": choices, "usage": usage})
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield event({"choices": [{"index": 0, "text": "a", "finish_reason": None}]})
+            yield event(
+                {
+                    "choices": [
+                        {"index": 0, "text": "b", "finish_reason": "stop", "stop_reason": "\n\n"}
+                    ]
+                }
+            )
+            for i in range(1, n):
+                yield event({"choices": [{"index": i, "text": f"x{i}", "finish_reason": None}]})
+            await asyncio.sleep(0.6)
+            for i in range(1, n):
+                yield event({"choices": [{"index": i, "text": "y", "finish_reason": "length"}]})
+            usage = {"prompt_tokens": 5, "completion_tokens": 2 * n}
+            yield event({"choices": [], "usage": usage})
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(chunks(), media_type="text/event-stream")
+
+    app.state.seen = seen
+    return app
+
+
+async def test_streamed_request_frees_each_slot_as_its_sequence_ends() -> None:
+    app = _streaming_app()
+    with ServerThread(app) as server:
+        spec = PolicySpec(
+            name="streams",
+            base_url=f"{server.base_url}/v1",
+            model="m",
+            max_concurrency=3,
+            stream=True,
+        )
+        async with PolicyClient(spec) as client:
+            slow = asyncio.ensure_future(client.complete("p", n=3))
+            # choice 0 ends at once: its slot serves another request while 1 and 2 still run
+            quick = await asyncio.wait_for(client.complete("q", n=1), timeout=0.5)
+            assert not slow.done()
+            result = await slow
+            assert client._pool.slots.free == 3
+    assert quick.choices[0].text == "quick"
+    assert app.state.seen == [3, 1]
+    assert [c.text for c in result.choices] == ["ab", "x1y", "x2y"]
+    assert [c.finish_reason for c in result.choices] == ["stop", "length", "length"]
+    assert result.choices[0].stop_reason == "\n\n"
+    assert result.usage.policy_prompt_tokens == 5
+    assert result.usage.policy_completion_tokens == 6

@@ -15,6 +15,7 @@ import asyncio
 import json
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -117,6 +118,36 @@ class JsonHttp:
                     )
                 return body
         except TimeoutError as exc:  # aiohttp's timeouts subclass it
+            raise HttpTimeout("request timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise HttpUnreachable(str(exc) or type(exc).__name__) from exc
+
+    async def post_stream(
+        self, path: str, payload: dict[str, Any], on_data: Callable[[bytes], None]
+    ) -> None:
+        """POST ``payload`` and call ``on_data`` with each server-sent ``data:`` payload
+        (up to ``[DONE]``) as it arrives; errors as in ``post``."""
+        import aiohttp
+
+        session = self._open()
+        try:
+            async with session.post(self.base_url + path, data=encode(payload)) as response:
+                if response.status >= 400:
+                    raise HttpStatusError(
+                        response.status,
+                        response.reason or "",
+                        await response.read(),
+                        response.headers.get("Retry-After"),
+                    )
+                async for line in response.content:
+                    if not line.startswith(b"data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        return
+                    if data:
+                        on_data(data)
+        except TimeoutError as exc:
             raise HttpTimeout("request timed out") from exc
         except aiohttp.ClientError as exc:
             raise HttpUnreachable(str(exc) or type(exc).__name__) from exc

@@ -23,11 +23,13 @@ from ratts.endpoints.http import HttpStatusError, JsonHttp
 from ratts.endpoints.pool import (
     EndpointPool,
     Grant,
+    Lease,
     MalformedResponse,
     RetryPolicy,
     Timed,
     gather_all,
 )
+from ratts.endpoints.streamed import StreamedCompletion
 from ratts.endpoints.usage import Usage, sum_usage
 from ratts.errors import InputError
 from ratts.settings import PolicySpec
@@ -417,13 +419,17 @@ class PolicyClient(AsyncClosing):
             # the whole limit is cut, at fixed offsets, part o with seed + o.
             cap = self._pool.slots.capacity
             parts = [(o, min(cap, n - o)) for o in range(0, n, cap)]
+            leases = [Lease() for _ in parts]
             timed = await gather_all(
                 [
                     self._pool.call(
-                        functools.partial(self._attempt, params, k, seed + o, strict_n=k > 1),
+                        functools.partial(
+                            self._attempt, params, k, seed + o, strict_n=k > 1, lease=lease
+                        ),
                         seqs=k,
+                        lease=lease,
                     )
-                    for o, k in parts
+                    for (o, k), lease in zip(parts, leases, strict=True)
                 ]
             )
             return self._result(
@@ -454,7 +460,7 @@ class PolicyClient(AsyncClosing):
                         prompts[members[0]] if len(members) == 1 else [prompts[i] for i in members]
                     )
                     used = k * len(members)
-                    share = Grant(used)
+                    lease = Lease()
                     tasks.append(
                         self._pool.spawn(
                             functools.partial(
@@ -464,8 +470,10 @@ class PolicyClient(AsyncClosing):
                                 None,
                                 strict_n=used > 1,
                                 prompts=len(members),
+                                lease=lease,
                             ),
-                            share,
+                            Grant(used),
+                            lease,
                         )
                     )
                     pieces.append((members, k))
@@ -529,24 +537,37 @@ class PolicyClient(AsyncClosing):
         *,
         strict_n: bool = False,
         prompts: int = 1,
+        lease: Lease | None = None,
     ) -> ParsedCompletion:
         """One HTTP request and its parse (run inside the pool's retry loop).
 
         ``prompts`` > 1: ``params["prompt"]`` is a list and ``n * prompts`` choices come back.
+        With ``spec.stream`` and several sequences, the response is streamed and each
+        sequence's slot in ``lease`` is freed as its choice finishes.
         """
         payload: dict[str, Any] = {**params, "n": n}
         if seed is not None:
             payload["seed"] = seed
+        streamed = self.spec.stream and lease is not None and n * prompts > 1
         try:
-            raw = await self._post("/completions", payload)
+            if streamed:
+                assert lease is not None
+                stream = StreamedCompletion(lease.release_one)
+                payload["stream"] = True
+                payload["stream_options"] = {"include_usage": True}
+                await self._http.post_stream("/completions", payload, stream.feed)
+                body: object = stream.body()
+            else:
+                raw = await self._post("/completions", payload)
         except HttpStatusError as exc:
             if strict_n and exc.status == 400:
                 raise _NRejected(str(exc)) from exc
             raise
-        try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            raise MalformedResponse("body is not valid JSON", retryable=True) from exc
+        if not streamed:
+            try:
+                body = json.loads(raw)
+            except ValueError as exc:
+                raise MalformedResponse("body is not valid JSON", retryable=True) from exc
         return parse_completion(body, n * prompts)
 
     async def _post(self, path: str, payload: dict[str, Any]) -> bytes:

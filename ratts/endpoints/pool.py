@@ -160,6 +160,20 @@ class Grant:
     used: bool = False
 
 
+@dataclass(slots=True)
+class Lease:
+    """The slots one attempt holds, for a caller that frees them one by one as sequences
+    end (a streamed request); ``EndpointPool.call`` frees the rest when the attempt ends."""
+
+    slots: SequenceSlots | None = None
+    held: int = 0
+
+    def release_one(self) -> None:
+        if self.slots is not None and self.held > 0:
+            self.held -= 1
+            self.slots.release(1)
+
+
 class EndpointPool:
     """Per-endpoint sequence slots plus the retry loop around each HTTP call.
 
@@ -194,11 +208,13 @@ class EndpointPool:
         return Grant(await self.slots.acquire(want))
 
     def spawn(
-        self, attempt_fn: Callable[[], Awaitable[T]], grant: Grant
+        self, attempt_fn: Callable[[], Awaitable[T]], grant: Grant, lease: Lease | None = None
     ) -> asyncio.Future[Timed[T]]:
         """``call`` in a task whose first attempt uses ``grant``'s slots (freed even if the
         task is cancelled before it starts)."""
-        task = asyncio.ensure_future(self.call(attempt_fn, seqs=grant.count, grant=grant))
+        task = asyncio.ensure_future(
+            self.call(attempt_fn, seqs=grant.count, grant=grant, lease=lease)
+        )
 
         def give_back(_: asyncio.Future[Timed[T]]) -> None:
             if not grant.used:
@@ -209,19 +225,28 @@ class EndpointPool:
         return task
 
     async def call(
-        self, attempt_fn: Callable[[], Awaitable[T]], *, seqs: int = 1, grant: Grant | None = None
+        self,
+        attempt_fn: Callable[[], Awaitable[T]],
+        *,
+        seqs: int = 1,
+        grant: Grant | None = None,
+        lease: Lease | None = None,
     ) -> Timed[T]:
         """Run ``attempt_fn`` holding ``seqs`` slots, retrying transient failures; raise
-        EndpointError. A ``grant`` (from ``admit``) holds the first attempt's slots."""
+        EndpointError. A ``grant`` (from ``admit``) holds the first attempt's slots; a
+        ``lease`` lets the attempt free slots early (``Lease.release_one``)."""
         if grant is not None:
             grant.used = True
         held = grant is not None
+        lease = lease if lease is not None else Lease()
+        lease.slots = self.slots
         seconds = 0.0
         attempt = 0
         while True:
             if not held:
                 await self.slots.acquire(seqs, exact=True)
             held = False
+            lease.held = seqs
             start = time.perf_counter()
             try:
                 value = await attempt_fn()
@@ -246,7 +271,8 @@ class EndpointPool:
                 seconds += time.perf_counter() - start
                 return Timed(value, seconds, attempt + 1)
             finally:
-                self.slots.release(seqs)
+                self.slots.release(lease.held)
+                lease.held = 0
             attempt += 1
             await asyncio.sleep(wait)
 

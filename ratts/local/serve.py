@@ -408,6 +408,7 @@ def policy_spec(name: str, info: ServerInfo, params: float | None = None) -> Pol
         prompt_template=prompt_template(model),
         max_concurrency=64,
         timeout_s=600.0,
+        stream=True,  # vLLM streams: a finished sequence frees its slot at once
     )
 
 
