@@ -8,74 +8,143 @@ now (the caller sends ``n=k`` and asks again for the rest) keeps the server's ba
 and the smaller requests of one prompt still share its prefill through the prefix cache.
 Why FIFO: grants go to waiters in arrival order, so a large request is served as soon as
 it reaches the head of the queue, never starved by a stream of small ones.
+
+Replicas: one queue for all of an endpoint's replicas, each with its own limit; a grant
+goes to the admitted replica with the fewest sequences outstanding (a request never spans
+replicas). ``admits`` lets the owner (the circuit breaker) keep a replica out of rotation.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 
 @dataclass(slots=True)
 class _Waiter:
     want: int
     exact: bool
-    future: asyncio.Future[int]
+    avoid: int | None
+    future: asyncio.Future[tuple[int, int]] = field(repr=False)
 
 
-class SequenceSlots:
-    """A FIFO-fair counter of sequences in flight with partial (work-conserving) grants."""
+def _always(_: int) -> bool:
+    return True
 
-    def __init__(self, capacity: int) -> None:
+
+class ReplicaSlots:
+    """A FIFO-fair counter of sequences in flight on each of several replicas, with partial
+    (work-conserving) grants."""
+
+    def __init__(
+        self,
+        capacity: int,
+        replicas: int = 1,
+        *,
+        admits: Callable[[int], bool] = _always,
+        on_grant: Callable[[int], None] | None = None,
+    ) -> None:
+        """``capacity`` is each replica's limit; ``admits(i)`` says whether replica ``i`` may
+        take a request now, ``on_grant(i)`` hears of each grant (a half-open probe)."""
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
+        if replicas < 1:
+            raise ValueError(f"need at least one replica, got {replicas}")
         self.capacity = capacity
-        self.free = capacity
+        self.frees = [capacity] * replicas
+        self._admits = admits
+        self._on_grant = on_grant
         self._waiters: deque[_Waiter] = deque()
 
     @property
+    def free(self) -> int:
+        return sum(self.frees)
+
+    @property
     def in_flight(self) -> int:
-        return self.capacity - self.free
+        return self.capacity * len(self.frees) - self.free
 
-    async def acquire(self, want: int, *, exact: bool = False) -> int:
-        """Take up to ``want`` slots (at most the capacity) and return how many were taken.
+    def _pick(self, need: int, avoid: int | None) -> int | None:
+        """The admitted replica with the most free slots (>= ``need``), ``avoid`` last."""
+        ready = [i for i, free in enumerate(self.frees) if free >= need and self._admits(i)]
+        preferred = [i for i in ready if i != avoid] or ready
+        return max(preferred, key=lambda i: self.frees[i]) if preferred else None
 
-        ``exact``: wait until all of them are free (a retry of a request whose size is
-        already fixed); otherwise take whatever is free, at least one, once first in line.
+    def _take(self, want: int, exact: bool, avoid: int | None) -> tuple[int, int] | None:
+        replica = self._pick(want if exact else 1, avoid)
+        if replica is None:
+            return None
+        granted = want if exact else min(want, self.frees[replica])
+        self.frees[replica] -= granted
+        if self._on_grant is not None:
+            self._on_grant(replica)
+        return replica, granted
+
+    async def take(
+        self, want: int, *, exact: bool = False, avoid: int | None = None
+    ) -> tuple[int, int]:
+        """Take up to ``want`` slots (at most the capacity) on one replica: (replica, taken).
+
+        ``exact``: wait until all of them are free on one replica (a retry of a request
+        whose size is already fixed); otherwise take whatever is free, at least one, once
+        first in line. ``avoid``: a replica to use only if no other can serve (the one a
+        retry just failed on). A waiter fails with whatever ``fail_waiters`` is given.
         """
         want = max(1, min(want, self.capacity))
-        if not self._waiters and self.free >= (want if exact else 1):
-            granted = want if exact else min(want, self.free)
-            self.free -= granted
-            return granted
-        waiter = _Waiter(want, exact, asyncio.get_running_loop().create_future())
+        if not self._waiters:
+            got = self._take(want, exact, avoid)
+            if got is not None:
+                return got
+        waiter = _Waiter(want, exact, avoid, asyncio.get_running_loop().create_future())
         self._waiters.append(waiter)
         try:
             return await waiter.future
         except asyncio.CancelledError:
             if waiter.future.done() and not waiter.future.cancelled():
-                self.release(waiter.future.result())  # granted just as we were cancelled
+                self.give(*waiter.future.result())  # granted just as we were cancelled
             else:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
-                self._grant()
+                self.wake()
             raise
 
-    def release(self, count: int) -> None:
-        """Give back ``count`` slots and wake the waiters they satisfy, in order."""
-        self.free = min(self.capacity, self.free + count)
-        self._grant()
+    def give(self, replica: int, count: int) -> None:
+        """Give back ``count`` slots of ``replica`` and wake the waiters they satisfy."""
+        self.frees[replica] = min(self.capacity, self.frees[replica] + count)
+        self.wake()
 
-    def _grant(self) -> None:
+    def wake(self) -> None:
+        """Grant what can be granted, in order (also after a replica is admitted again)."""
         while self._waiters:
             head = self._waiters[0]
             if head.future.done():
                 self._waiters.popleft()
                 continue
-            if self.free < (head.want if head.exact else 1):
+            got = self._take(head.want, head.exact, head.avoid)
+            if got is None:
                 return
-            granted = head.want if head.exact else min(head.want, self.free)
-            self.free -= granted
             self._waiters.popleft()
-            head.future.set_result(granted)
+            head.future.set_result(got)
+
+    def fail_waiters(self, error: BaseException) -> None:
+        """Fail every waiting ``take`` with ``error`` (an outage past its limit)."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.future.done():
+                waiter.future.set_exception(error)
+
+
+class SequenceSlots(ReplicaSlots):
+    """One replica's slots: ``acquire``/``release`` without replica numbers."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(capacity, 1)
+
+    async def acquire(self, want: int, *, exact: bool = False) -> int:
+        """Take up to ``want`` slots; see ``ReplicaSlots.take``."""
+        return (await self.take(want, exact=exact))[1]
+
+    def release(self, count: int) -> None:
+        self.give(0, count)

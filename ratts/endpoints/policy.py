@@ -265,22 +265,7 @@ class PolicyClient(AsyncClosing):
     ) -> None:
         """``role`` names the endpoint in error messages (a judge PRM passes "PRM")."""
         self.spec = spec
-        key = spec.api_key()
-        self._http = JsonHttp(
-            spec.base_url,
-            api_key=None if key == "EMPTY" else key,
-            timeout_s=spec.timeout_s,
-            max_connections=spec.max_concurrency,
-        )
-        self._pool = EndpointPool(
-            role=role,
-            name=spec.name,
-            url=spec.base_url,
-            max_concurrency=spec.max_concurrency,
-            max_retries=spec.max_retries,
-            timeout_s=spec.timeout_s,
-            retry=retry,
-        )
+        self._pool = EndpointPool.for_spec(spec, role=role, retry=retry)
         self._n_supported = spec.supports_n
         self._lists_supported = True
 
@@ -483,7 +468,7 @@ class PolicyClient(AsyncClosing):
                     while head < len(prompts) and remaining[head] == 0:
                         head += 1
                 if free > 0:
-                    self._pool.slots.release(free)
+                    self._pool.release(grant, free)
             timed = await gather_all(tasks)
         except BaseException:
             for task in tasks:
@@ -521,7 +506,7 @@ class PolicyClient(AsyncClosing):
 
         async def one(i: int) -> tuple[ParsedCompletion, float]:
             request_seed = None if seed is None else seed + i
-            timed = await self._pool.call(lambda: self._attempt(params, 1, request_seed))
+            timed = await self._pool.call(functools.partial(self._attempt, params, 1, request_seed))
             return timed.value, timed.seconds
 
         outcomes = await gather_all([one(i) for i in range(n)])
@@ -534,6 +519,7 @@ class PolicyClient(AsyncClosing):
         params: dict[str, Any],
         n: int,
         seed: int | None,
+        http: JsonHttp,
         *,
         strict_n: bool = False,
         prompts: int = 1,
@@ -555,10 +541,10 @@ class PolicyClient(AsyncClosing):
                 stream = StreamedCompletion(lease.release_one)
                 payload["stream"] = True
                 payload["stream_options"] = {"include_usage": True}
-                await self._http.post_stream("/completions", payload, stream.feed)
+                await http.post_stream("/completions", payload, stream.feed)
                 body: object = stream.body()
             else:
-                raw = await self._post("/completions", payload)
+                raw = await self._post(http, "/completions", payload)
         except HttpStatusError as exc:
             if strict_n and exc.status == 400:
                 raise _NRejected(str(exc)) from exc
@@ -570,13 +556,13 @@ class PolicyClient(AsyncClosing):
                 raise MalformedResponse("body is not valid JSON", retryable=True) from exc
         return parse_completion(body, n * prompts)
 
-    async def _post(self, path: str, payload: dict[str, Any]) -> bytes:
-        """POST a JSON body to ``path`` under the base URL; the raw response body.
+    async def _post(self, http: JsonHttp, path: str, payload: dict[str, Any]) -> bytes:
+        """POST a JSON body to ``path`` under a replica's base URL; the raw response body.
 
         Every HTTP request of a policy goes through here, so the HTTP stack lives in one
         place (``JsonHttp``); its errors are classified by ``pool.classify``.
         """
-        return await self._http.post(path, payload)
+        return await http.post(path, payload)
 
     def _result(
         self, prompt: str, replies: list[ParsedCompletion], seconds: float
@@ -611,4 +597,4 @@ class PolicyClient(AsyncClosing):
         return CompletionResult(choices=choices, usage=usage)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._pool.aclose()

@@ -1,4 +1,5 @@
-"""One endpoint's concurrency limit, bounded retries with backoff, and error mapping.
+"""One endpoint's replicas and concurrency limit, bounded retries with backoff, outages
+that pause instead of fail, and error mapping.
 
 Shared by the policy and PRM clients so every model call fails the same way: transient
 faults (429, 5xx, timeouts, connection errors, unparseable bodies) are retried a bounded
@@ -20,8 +21,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
-from ratts.endpoints.admission import SequenceSlots
-from ratts.endpoints.http import HttpStatusError, HttpTimeout, HttpUnreachable
+from ratts.endpoints.admission import ReplicaSlots
+from ratts.endpoints.http import HttpStatusError, HttpTimeout, HttpUnreachable, JsonHttp
+from ratts.endpoints.replicas import Breaker, Outcome, Replica
 from ratts.errors import (
     BadResponseError,
     EndpointError,
@@ -31,6 +33,7 @@ from ratts.errors import (
     RequestRejectedError,
     ServerError,
 )
+from ratts.settings import PolicySpec, PRMSpec
 
 log = logging.getLogger(__name__)
 
@@ -150,13 +153,14 @@ def classify(exc: BaseException) -> Failure | None:
 
 @dataclass(slots=True)
 class Grant:
-    """Slots taken by ``EndpointPool.admit`` for a request not yet sent.
+    """Slots taken by ``EndpointPool.admit`` on one replica, for a request not yet sent.
 
     ``used`` turns True as the request's first attempt starts holding them; a grant whose
     task was cancelled before that is given back by ``EndpointPool.spawn``'s callback.
     """
 
     count: int
+    replica: int = 0
     used: bool = False
 
 
@@ -165,20 +169,38 @@ class Lease:
     """The slots one attempt holds, for a caller that frees them one by one as sequences
     end (a streamed request); ``EndpointPool.call`` frees the rest when the attempt ends."""
 
-    slots: SequenceSlots | None = None
+    slots: ReplicaSlots | None = None
+    replica: int = 0
     held: int = 0
 
     def release_one(self) -> None:
         if self.slots is not None and self.held > 0:
             self.held -= 1
-            self.slots.release(1)
+            self.slots.give(self.replica, 1)
+
+
+class OutageExpired(Exception):
+    """Every replica has been down for longer than the endpoint's ``outage_grace_s``."""
+
+
+# Failures that say a replica is down (they count for its breaker); the rest are answers.
+DOWN_KINDS: frozenset[FailureKind] = frozenset({"unreachable", "timeout", "server"})
 
 
 class EndpointPool:
-    """Per-endpoint sequence slots plus the retry loop around each HTTP call.
+    """An endpoint's replicas: per-replica sequence slots and breakers, and the retry loop
+    around each HTTP call.
 
-    ``max_concurrency`` counts sequences in flight (``SequenceSlots``): an attempt holds
-    ``seqs`` slots while its request is in flight, never during backoff sleeps.
+    ``max_concurrency`` counts sequences in flight on each replica (``ReplicaSlots``): an
+    attempt holds ``seqs`` slots while its request is in flight, never during backoff
+    sleeps. Requests go to the replica with the fewest sequences outstanding; a retry avoids
+    the replica it just failed on.
+
+    Outages: once the endpoint has answered at all, a failure that comes while every
+    replica's breaker is open does not use up a retry; the request waits for a half-open
+    probe instead, for up to ``outage_grace_s`` from the start of the outage, and then
+    fails. An endpoint that never answered (a wrong URL or port) keeps bounded retries and
+    fails fast.
     """
 
     def __init__(
@@ -186,29 +208,174 @@ class EndpointPool:
         *,
         role: str,
         name: str,
-        url: str,
+        urls: Sequence[str],
+        api_key: str | None,
         max_concurrency: int,
         max_retries: int,
         timeout_s: float,
         retry: RetryPolicy | None = None,
+        outage_grace_s: float = 60.0,
+        breaker_threshold: int = 3,
+        breaker_cooldown_s: float = 1.0,
+        shown_path: str = "",
     ) -> None:
         """``role`` ("policy", "PRM") and ``name`` say whose endpoint it is, in messages
-        and in the errors' fields."""
+        and in the errors' fields; ``shown_path`` is appended to a replica's URL there."""
+        if not urls:
+            raise ValueError(f"{role} {name!r} has no base URL")
         self.role = role
         self.name = name
         self.who = f"{role} {name!r}"
-        self.url = url
+        self.shown_path = shown_path
         self.max_retries = max_retries
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
-        self.slots = SequenceSlots(max_concurrency)
+        self.outage_grace_s = outage_grace_s
+        self.replicas = [
+            Replica(
+                i,
+                url,
+                JsonHttp(
+                    url, api_key=api_key, timeout_s=timeout_s, max_connections=max_concurrency
+                ),
+                Breaker(breaker_threshold, breaker_cooldown_s),
+            )
+            for i, url in enumerate(urls)
+        ]
+        self.url = self.replicas[0].url + shown_path
+        self.slots = ReplicaSlots(
+            max_concurrency, len(self.replicas), admits=self._admits, on_grant=self._granted
+        )
+        self.answered = False  # any replica ever answered: outages pause from then on
+        self.outage_since: float | None = None
+        self._last_down: tuple[Replica, Failure] | None = None
+        self._timers: list[asyncio.TimerHandle] = []
+
+    @classmethod
+    def for_spec(
+        cls,
+        spec: PolicySpec | PRMSpec,
+        *,
+        role: str,
+        retry: RetryPolicy | None = None,
+        urls: Sequence[str] | None = None,
+        shown_path: str = "",
+    ) -> EndpointPool:
+        """The pool for a settings record: its replicas (``urls`` if the client maps them,
+        else ``spec.urls``), limits, retries, breaker and outage knobs; reads the API key."""
+        key = spec.api_key()
+        return cls(
+            role=role,
+            name=spec.name,
+            urls=spec.urls if urls is None else urls,
+            api_key=None if key == "EMPTY" else key,
+            max_concurrency=spec.max_concurrency,
+            max_retries=spec.max_retries,
+            timeout_s=spec.timeout_s,
+            retry=retry,
+            outage_grace_s=spec.outage_grace_s,
+            breaker_threshold=spec.breaker_threshold,
+            breaker_cooldown_s=spec.breaker_cooldown_s,
+            shown_path=shown_path,
+        )
+
+    # ------------------------------------------------------------------ breakers, outage
+
+    def _admits(self, index: int) -> bool:
+        now = time.monotonic()
+        if self.replicas[index].breaker.admits(now):
+            return True
+        # Before the endpoint has ever answered the breakers only steer: with all of them
+        # open, requests still go out (bounded retries decide), so a wrong URL fails fast.
+        return not self.answered and not any(r.breaker.admits(now) for r in self.replicas)
+
+    def _granted(self, index: int) -> None:
+        self.replicas[index].breaker.granted()
+
+    @property
+    def in_outage(self) -> bool:
+        """True while an endpoint that has answered before has no replica in rotation."""
+        return self.outage_since is not None
+
+    def _record(self, replica: Replica, outcome: Outcome, failure: Failure | None) -> None:
+        if outcome == "up":
+            self.answered = True
+            if self.outage_since is not None:
+                log.info("%s is back after %.1fs", self.who, time.monotonic() - self.outage_since)
+                self.outage_since = None
+        if failure is not None:
+            self._last_down = (replica, failure)
+        if replica.breaker.record(outcome):
+            log.warning(
+                "%s at %s: out of rotation for %.1fs after %d failures (%s)",
+                self.who,
+                replica.url + self.shown_path,
+                replica.breaker.reopen_at - time.monotonic(),
+                replica.breaker.failures,
+                failure.detail if failure is not None else "",
+            )
+            self._later(replica.breaker.reopen_at - time.monotonic(), self.slots.wake)
+            if (
+                self.answered
+                and self.outage_since is None
+                and all(r.breaker.state != "closed" for r in self.replicas)
+            ):
+                self.outage_since = time.monotonic()
+                self._later(self.outage_grace_s, self._outage_check)
+        self.slots.wake()
+
+    def _later(self, delay: float, callback: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        self._timers = [t for t in self._timers if not t.cancelled() and t.when() > loop.time()]
+        self._timers.append(loop.call_later(max(0.0, delay), callback))
+
+    def _outage_over_limit(self) -> bool:
+        since = self.outage_since
+        return since is not None and time.monotonic() - since >= self.outage_grace_s
+
+    def _outage_check(self) -> None:
+        if self._outage_over_limit():
+            self.slots.fail_waiters(OutageExpired())
+
+    def _outage_error(self, attempts: int) -> EndpointError:
+        since = self.outage_since
+        down_s = time.monotonic() - since if since is not None else self.outage_grace_s
+        if self._last_down is not None:
+            replica, failure = self._last_down
+        else:
+            replica, failure = self.replicas[0], Failure("unreachable", "no replica up", True)
+        return self.error(
+            failure,
+            attempts,
+            replica=replica,
+            note=f"every replica down for {down_s:.0f}s (outage_grace_s={self.outage_grace_s:g})",
+        )
+
+    async def _take(self, want: int, *, exact: bool, avoid: int | None) -> tuple[int, int]:
+        if self._outage_over_limit() and not any(r.breaker.admits() for r in self.replicas):
+            raise OutageExpired()
+        return await self.slots.take(want, exact=exact, avoid=avoid)
+
+    # ------------------------------------------------------------------ admission, calls
 
     async def admit(self, want: int) -> Grant:
-        """Up to ``want`` slots as soon as any are free (FIFO); send that many sequences."""
-        return Grant(await self.slots.acquire(want))
+        """Up to ``want`` slots on one replica as soon as any are free (FIFO); send that
+        many sequences. Raises EndpointError when an outage outlasts ``outage_grace_s``."""
+        try:
+            replica, count = await self._take(want, exact=False, avoid=None)
+        except OutageExpired:
+            raise self._outage_error(0) from None
+        return Grant(count, replica)
+
+    def release(self, grant: Grant, count: int) -> None:
+        """Give back ``count`` of ``grant``'s slots that will not be sent."""
+        self.slots.give(grant.replica, count)
 
     def spawn(
-        self, attempt_fn: Callable[[], Awaitable[T]], grant: Grant, lease: Lease | None = None
+        self,
+        attempt_fn: Callable[[JsonHttp], Awaitable[T]],
+        grant: Grant,
+        lease: Lease | None = None,
     ) -> asyncio.Future[Timed[T]]:
         """``call`` in a task whose first attempt uses ``grant``'s slots (freed even if the
         task is cancelled before it starts)."""
@@ -219,67 +386,101 @@ class EndpointPool:
         def give_back(_: asyncio.Future[Timed[T]]) -> None:
             if not grant.used:
                 grant.used = True
-                self.slots.release(grant.count)
+                self.slots.give(grant.replica, grant.count)
 
         task.add_done_callback(give_back)
         return task
 
     async def call(
         self,
-        attempt_fn: Callable[[], Awaitable[T]],
+        attempt_fn: Callable[[JsonHttp], Awaitable[T]],
         *,
         seqs: int = 1,
         grant: Grant | None = None,
         lease: Lease | None = None,
     ) -> Timed[T]:
-        """Run ``attempt_fn`` holding ``seqs`` slots, retrying transient failures; raise
-        EndpointError. A ``grant`` (from ``admit``) holds the first attempt's slots; a
-        ``lease`` lets the attempt free slots early (``Lease.release_one``)."""
+        """Run ``attempt_fn`` on a replica's HTTP session holding ``seqs`` slots, retrying
+        transient failures; raise EndpointError. A ``grant`` (from ``admit``) holds the
+        first attempt's slots; a ``lease`` lets the attempt free slots early
+        (``Lease.release_one``)."""
+        index: int | None = None
         if grant is not None:
             grant.used = True
-        held = grant is not None
+            index = grant.replica
         lease = lease if lease is not None else Lease()
         lease.slots = self.slots
         seconds = 0.0
-        attempt = 0
+        attempt = 0  # failures that used up a retry
+        tries = 0
+        avoid: int | None = None
         while True:
-            if not held:
-                await self.slots.acquire(seqs, exact=True)
-            held = False
-            lease.held = seqs
+            if index is None:
+                try:
+                    index, _ = await self._take(seqs, exact=True, avoid=avoid)
+                except OutageExpired:
+                    raise self._outage_error(tries) from None
+            replica = self.replicas[index]
+            lease.replica, lease.held = index, seqs
+            tries += 1
             start = time.perf_counter()
+            settled = False  # its outcome reached the breaker (else: cancelled, unknown error)
             try:
-                value = await attempt_fn()
+                value = await attempt_fn(replica.http)
             except Exception as exc:
                 seconds += time.perf_counter() - start
                 failure = classify(exc)
                 if failure is None:
                     raise
-                if not failure.retryable or attempt >= self.max_retries:
-                    raise self.error(failure, attempt + 1) from exc
-                wait = self.retry.delay(attempt, failure.retry_after)
+                outcome: Outcome = "down" if failure.kind in DOWN_KINDS else "up"
+                self._record(replica, outcome, failure if outcome == "down" else None)
+                settled = True
+                paused = outcome == "down" and self.in_outage
+                if not failure.retryable or (not paused and attempt >= self.max_retries):
+                    raise self.error(failure, tries, replica=replica) from exc
+                if paused:  # the breaker's cool-down is the backoff
+                    wait = min(failure.retry_after or 0.0, self.retry.max_retry_after)
+                else:
+                    wait = self.retry.delay(attempt, failure.retry_after)
+                    attempt += 1
                 log.debug(
-                    "%s at %s: attempt %d failed (%s: %s); retrying in %.2fs",
+                    "%s at %s: attempt %d failed (%s: %s); %s in %.2fs",
                     self.who,
-                    self.url,
-                    attempt + 1,
+                    replica.url + self.shown_path,
+                    tries,
                     failure.kind,
                     failure.detail,
+                    "paused for the outage, probing" if paused else "retrying",
                     wait,
                 )
             else:
                 seconds += time.perf_counter() - start
-                return Timed(value, seconds, attempt + 1)
+                self._record(replica, "up", None)
+                settled = True
+                return Timed(value, seconds, tries)
             finally:
-                self.slots.release(lease.held)
+                if not settled:
+                    replica.breaker.record("cancelled")
+                self.slots.give(index, lease.held)
                 lease.held = 0
-            attempt += 1
+            avoid, index = index, None
             await asyncio.sleep(wait)
 
-    def error(self, failure: Failure, attempts: int) -> EndpointError:
+    async def aclose(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        for replica in self.replicas:
+            await replica.http.aclose()
+
+    def error(
+        self, failure: Failure, attempts: int, *, replica: Replica | None = None, note: str = ""
+    ) -> EndpointError:
         """The typed, one-line error for a final failure, carrying whose endpoint it is."""
-        tries = f" (after {attempts} attempts)" if attempts > 1 else ""
-        where = f"{self.who} at {self.url}"
+        said = [f"after {attempts} attempts"] if attempts > 1 else []
+        said += [note] if note else []
+        tries = f" ({'; '.join(said)})" if said else ""
+        url = (replica or self.replicas[0]).url + self.shown_path
+        where = f"{self.who} at {url}"
         kind: type[EndpointError]
         if failure.kind == "unreachable":
             kind, message = EndpointUnreachableError, f"cannot reach {where}: {failure.detail}"
@@ -302,7 +503,7 @@ class EndpointPool:
             message + tries,
             endpoint=self.name,
             role=self.role,
-            url=self.url,
+            url=url,
             status=failure.status,
         )
 

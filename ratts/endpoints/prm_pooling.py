@@ -98,27 +98,17 @@ class VllmPoolingPRM(AsyncClosing):
     """A process reward model served by vLLM's ``/pooling`` endpoint."""
 
     def __init__(self, spec: PRMSpec, *, retry: RetryPolicy | None = None) -> None:
-        base_url, _ = served_at(spec)
+        served_at(spec)
         self.spec = spec
         self.name = spec.name
-        root = server_root(base_url)
-        self.url = f"{root}/pooling"
-        key = spec.api_key()
-        self._http = JsonHttp(
-            root,
-            api_key=None if key == "EMPTY" else key,
-            timeout_s=spec.timeout_s,
-            max_connections=spec.max_concurrency,
-        )
-        self._pool = EndpointPool(
+        self._pool = EndpointPool.for_spec(
+            spec,
             role="PRM",
-            name=spec.name,
-            url=self.url,
-            max_concurrency=spec.max_concurrency,
-            max_retries=spec.max_retries,
-            timeout_s=spec.timeout_s,
             retry=retry,
+            urls=[server_root(url) for url in spec.urls],
+            shown_path="/pooling",
         )
+        self.url = self._pool.url
 
     async def score(self, question: str, candidates: Sequence[Sequence[str]]) -> PRMResult:
         """Rewards for every step of every candidate; empty candidates get no scores."""
@@ -144,8 +134,8 @@ class VllmPoolingPRM(AsyncClosing):
         payload = {"model": self.spec.model, "input": texts}
         counts = [len(steps) for steps in batch]
 
-        async def attempt() -> tuple[list[list[float]], int | None]:
-            raw = await self._http.post("/pooling", payload)
+        async def attempt(http: JsonHttp) -> tuple[list[list[float]], int | None]:
+            raw = await http.post("/pooling", payload)
             try:
                 body = json.loads(raw)
             except ValueError as exc:
@@ -166,4 +156,4 @@ class VllmPoolingPRM(AsyncClosing):
         return scores, usage
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._pool.aclose()
