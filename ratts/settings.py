@@ -59,7 +59,9 @@ class Replicated(BaseModel):
         default=60.0, ge=0, description="how long requests wait out an outage of all replicas"
     )
     breaker_threshold: int = Field(
-        default=3, ge=1, description="consecutive failures that take a replica out of rotation"
+        default=3,
+        ge=1,
+        description="consecutive failures (at most max_retries + 1) that take a replica out",
     )
     breaker_cooldown_s: float = Field(
         default=1.0, gt=0, description="first pause before a half-open probe (doubles, x8 max)"

@@ -57,6 +57,7 @@ class ReplicaSlots:
         self._admits = admits
         self._on_grant = on_grant
         self._waiters: deque[_Waiter] = deque()
+        self._turn = 0  # the replica that wins the next tie
 
     @property
     def free(self) -> int:
@@ -67,10 +68,16 @@ class ReplicaSlots:
         return self.capacity * len(self.frees) - self.free
 
     def _pick(self, need: int, avoid: int | None) -> int | None:
-        """The admitted replica with the most free slots (>= ``need``), ``avoid`` last."""
+        """The admitted replica with the most free slots (>= ``need``), ``avoid`` last;
+        ties go round-robin, so a light load still reaches every replica."""
         ready = [i for i, free in enumerate(self.frees) if free >= need and self._admits(i)]
         preferred = [i for i in ready if i != avoid] or ready
-        return max(preferred, key=lambda i: self.frees[i]) if preferred else None
+        if not preferred:
+            return None
+        count = len(self.frees)
+        best = max(preferred, key=lambda i: (self.frees[i], -((i - self._turn) % count)))
+        self._turn = (best + 1) % count
+        return best
 
     def _take(self, want: int, exact: bool, avoid: int | None) -> tuple[int, int] | None:
         replica = self._pick(want if exact else 1, avoid)

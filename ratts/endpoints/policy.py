@@ -457,7 +457,7 @@ class PolicyClient(AsyncClosing):
                                 prompts=len(members),
                                 lease=lease,
                             ),
-                            Grant(used),
+                            Grant(used, grant.replica),
                             lease,
                         )
                     )

@@ -160,7 +160,7 @@ class Grant:
     """
 
     count: int
-    replica: int = 0
+    replica: int
     used: bool = False
 
 
@@ -238,7 +238,9 @@ class EndpointPool:
                 JsonHttp(
                     url, api_key=api_key, timeout_s=timeout_s, max_connections=max_concurrency
                 ),
-                Breaker(breaker_threshold, breaker_cooldown_s),
+                # At most the retries of one request: a lone request that runs out of them
+                # on a dead replica opens its breaker, and so waits out an outage.
+                Breaker(min(breaker_threshold, max_retries + 1), breaker_cooldown_s),
             )
             for i, url in enumerate(urls)
         ]
