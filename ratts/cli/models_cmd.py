@@ -50,7 +50,9 @@ def list_cmd() -> None:
     from ratts.local import MODELS, list_prepared, running_servers
 
     prepared = {p.name: p for p in list_prepared()}
-    served = {s.name: s for s in running_servers()}
+    served: dict[str, list[str]] = {}
+    for server in running_servers():
+        served.setdefault(server.name, []).append(f"{server.base_url} (pid {server.pid})")
     table = Table(title="local models")
     for col in ("name", "model", "prompts", "prepared", "served"):
         table.add_column(col, overflow="fold")
@@ -61,7 +63,7 @@ def list_cmd() -> None:
             model.title,
             model.prompt_style,
             str(p.path) if p else "no",
-            f"{s.base_url} (pid {s.pid})" if s else "no",
+            ", ".join(s) if s else "no",
         )
     console.print(table)
 
@@ -70,6 +72,12 @@ def list_cmd() -> None:
 def serve_cmd(
     name: Annotated[str, typer.Argument(help="a prepared model")],
     port: Annotated[int | None, typer.Option(help="port (default: the model's own)")] = None,
+    replicas: Annotated[
+        int,
+        typer.Option(
+            min=1, help="servers to start, on the port and the next free ones (base_urls)"
+        ),
+    ] = 1,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     timeout: Annotated[float, typer.Option(help="seconds to wait for start-up")] = 900.0,
     write_settings: Annotated[
@@ -80,18 +88,23 @@ def serve_cmd(
         ),
     ] = True,
 ) -> None:
-    """Start vLLM's OpenAI server on a prepared model and wait until it answers."""
-    from ratts.local import ServeError, policy_spec, start_server, upsert_policy
+    """Start vLLM's OpenAI server on a prepared model (or N replicas of it) and wait until
+    each answers."""
+    from ratts.local import ServeError, policy_spec, upsert_policy
+    from ratts.local.serve import start_servers
 
     try:
-        info = start_server(name, port=port, host=host, timeout_s=timeout, progress=_progress)
+        infos = start_servers(
+            name, replicas, port=port, host=host, timeout_s=timeout, progress=_progress
+        )
     except ServeError as exc:
         if exc.log_tail:
             err_console.print(f"[dim]--- last lines of the vLLM log ---[/dim]\n{exc.log_tail}")
         raise
-    console.print(f"{name}: serving at {info.base_url} (pid {info.pid}, log {info.log})")
+    for info in infos:
+        console.print(f"{name}: serving at {info.base_url} (pid {info.pid}, log {info.log})")
     if write_settings:
-        path = upsert_policy(policy_spec(name, info))
+        path = upsert_policy(policy_spec(name, infos))
         console.print(f"policy {name!r} written to {path}")
 
 
@@ -100,9 +113,10 @@ def stop_cmd(
     name: Annotated[str | None, typer.Argument(help="model to stop (default: all)")] = None,
 ) -> None:
     """Stop one served model, or all of them."""
-    from ratts.local import stop_all, stop_server
+    from ratts.local import stop_all
+    from ratts.local.serve import stop_replicas
 
-    stopped = [s for s in [stop_server(name)] if s] if name else stop_all()
+    stopped = stop_replicas(name) if name else stop_all()
     if not stopped:
         console.print("no local model server was running" + (f" for {name}" if name else ""))
     for info in stopped:
