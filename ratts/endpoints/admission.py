@@ -143,6 +143,34 @@ class ReplicaSlots:
                 waiter.future.set_exception(error)
 
 
+@dataclass(slots=True)
+class Grant:
+    """Slots taken by ``EndpointPool.admit`` on one replica, for a request not yet sent.
+
+    ``used`` turns True as the request's first attempt starts holding them; a grant whose
+    task was cancelled before that is given back by ``EndpointPool.spawn``'s callback.
+    """
+
+    count: int
+    replica: int
+    used: bool = False
+
+
+@dataclass(slots=True)
+class Lease:
+    """The slots one attempt holds, for a caller that frees them one by one as sequences
+    end (a streamed request); ``EndpointPool.call`` frees the rest when the attempt ends."""
+
+    slots: ReplicaSlots | None = None
+    replica: int = 0
+    held: int = 0
+
+    def release_one(self) -> None:
+        if self.slots is not None and self.held > 0:
+            self.held -= 1
+            self.slots.give(self.replica, 1)
+
+
 class SequenceSlots(ReplicaSlots):
     """One replica's slots: ``acquire``/``release`` without replica numbers."""
 

@@ -18,12 +18,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict, Unpack, runtime_checkable
 
+from ratts.endpoints.admission import Grant, Lease
 from ratts.endpoints.closing import AsyncClosing
 from ratts.endpoints.http import HttpStatusError, JsonHttp
 from ratts.endpoints.pool import (
     EndpointPool,
-    Grant,
-    Lease,
     MalformedResponse,
     RetryPolicy,
     Timed,

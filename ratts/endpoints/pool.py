@@ -21,9 +21,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
-from ratts.endpoints.admission import ReplicaSlots
+from ratts.endpoints.admission import Grant, Lease
 from ratts.endpoints.http import HttpStatusError, HttpTimeout, HttpUnreachable, JsonHttp
-from ratts.endpoints.replicas import Breaker, Outcome, Replica
+from ratts.endpoints.replicas import OutageExpired, Outcome, Replica, ReplicaSet
 from ratts.errors import (
     BadResponseError,
     EndpointError,
@@ -151,38 +151,6 @@ def classify(exc: BaseException) -> Failure | None:
     return None
 
 
-@dataclass(slots=True)
-class Grant:
-    """Slots taken by ``EndpointPool.admit`` on one replica, for a request not yet sent.
-
-    ``used`` turns True as the request's first attempt starts holding them; a grant whose
-    task was cancelled before that is given back by ``EndpointPool.spawn``'s callback.
-    """
-
-    count: int
-    replica: int
-    used: bool = False
-
-
-@dataclass(slots=True)
-class Lease:
-    """The slots one attempt holds, for a caller that frees them one by one as sequences
-    end (a streamed request); ``EndpointPool.call`` frees the rest when the attempt ends."""
-
-    slots: ReplicaSlots | None = None
-    replica: int = 0
-    held: int = 0
-
-    def release_one(self) -> None:
-        if self.slots is not None and self.held > 0:
-            self.held -= 1
-            self.slots.give(self.replica, 1)
-
-
-class OutageExpired(Exception):
-    """Every replica has been down for longer than the endpoint's ``outage_grace_s``."""
-
-
 # Failures that say a replica is down (they count for its breaker); the rest are answers.
 DOWN_KINDS: frozenset[FailureKind] = frozenset({"unreachable", "timeout", "server"})
 
@@ -221,8 +189,6 @@ class EndpointPool:
     ) -> None:
         """``role`` ("policy", "PRM") and ``name`` say whose endpoint it is, in messages
         and in the errors' fields; ``shown_path`` is appended to a replica's URL there."""
-        if not urls:
-            raise ValueError(f"{role} {name!r} has no base URL")
         self.role = role
         self.name = name
         self.who = f"{role} {name!r}"
@@ -231,27 +197,23 @@ class EndpointPool:
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
         self.outage_grace_s = outage_grace_s
-        self.replicas = [
-            Replica(
-                i,
-                url,
-                JsonHttp(
-                    url, api_key=api_key, timeout_s=timeout_s, max_connections=max_concurrency
-                ),
-                # At most the retries of one request: a lone request that runs out of them
-                # on a dead replica opens its breaker, and so waits out an outage.
-                Breaker(min(breaker_threshold, max_retries + 1), breaker_cooldown_s),
-            )
-            for i, url in enumerate(urls)
-        ]
-        self.url = self.replicas[0].url + shown_path
-        self.slots = ReplicaSlots(
-            max_concurrency, len(self.replicas), admits=self._admits, on_grant=self._granted
+        self.set = ReplicaSet(
+            urls,
+            who=self.who,
+            shown_path=shown_path,
+            api_key=api_key,
+            max_concurrency=max_concurrency,
+            timeout_s=timeout_s,
+            # At most the retries of one request: a lone request that runs out of them on
+            # a dead replica opens its breaker, and so waits out an outage.
+            breaker_threshold=min(breaker_threshold, max_retries + 1),
+            breaker_cooldown_s=breaker_cooldown_s,
+            outage_grace_s=outage_grace_s,
         )
-        self.answered = False  # any replica ever answered: outages pause from then on
-        self.outage_since: float | None = None
+        self.replicas = self.set.replicas
+        self.slots = self.set.slots
+        self.url = self.replicas[0].url + shown_path
         self._last_down: tuple[Replica, Failure] | None = None
-        self._timers: list[asyncio.TimerHandle] = []
 
     @classmethod
     def for_spec(
@@ -281,67 +243,7 @@ class EndpointPool:
             shown_path=shown_path,
         )
 
-    # ------------------------------------------------------------------ breakers, outage
-
-    def _admits(self, index: int) -> bool:
-        now = time.monotonic()
-        if self.replicas[index].breaker.admits(now):
-            return True
-        # Before the endpoint has ever answered the breakers only steer: with all of them
-        # open, requests still go out (bounded retries decide), so a wrong URL fails fast.
-        return not self.answered and not any(r.breaker.admits(now) for r in self.replicas)
-
-    def _granted(self, index: int) -> None:
-        self.replicas[index].breaker.granted()
-
-    @property
-    def in_outage(self) -> bool:
-        """True while an endpoint that has answered before has no replica in rotation."""
-        return self.outage_since is not None
-
-    def _record(self, replica: Replica, outcome: Outcome, failure: Failure | None) -> None:
-        if outcome == "up":
-            self.answered = True
-            if self.outage_since is not None:
-                log.info("%s is back after %.1fs", self.who, time.monotonic() - self.outage_since)
-                self.outage_since = None
-        if failure is not None:
-            self._last_down = (replica, failure)
-        if replica.breaker.record(outcome):
-            log.warning(
-                "%s at %s: out of rotation for %.1fs after %d failures (%s)",
-                self.who,
-                replica.url + self.shown_path,
-                replica.breaker.reopen_at - time.monotonic(),
-                replica.breaker.failures,
-                failure.detail if failure is not None else "",
-            )
-            self._later(replica.breaker.reopen_at - time.monotonic(), self.slots.wake)
-            if (
-                self.answered
-                and self.outage_since is None
-                and all(r.breaker.state != "closed" for r in self.replicas)
-            ):
-                self.outage_since = time.monotonic()
-                self._later(self.outage_grace_s, self._outage_check)
-        self.slots.wake()
-
-    def _later(self, delay: float, callback: Callable[[], None]) -> None:
-        loop = asyncio.get_running_loop()
-        self._timers = [t for t in self._timers if not t.cancelled() and t.when() > loop.time()]
-        self._timers.append(loop.call_later(max(0.0, delay), callback))
-
-    def _outage_over_limit(self) -> bool:
-        since = self.outage_since
-        return since is not None and time.monotonic() - since >= self.outage_grace_s
-
-    def _outage_check(self) -> None:
-        if self._outage_over_limit():
-            self.slots.fail_waiters(OutageExpired())
-
     def _outage_error(self, attempts: int) -> EndpointError:
-        since = self.outage_since
-        down_s = time.monotonic() - since if since is not None else self.outage_grace_s
         if self._last_down is not None:
             replica, failure = self._last_down
         else:
@@ -350,13 +252,9 @@ class EndpointPool:
             failure,
             attempts,
             replica=replica,
-            note=f"every replica down for {down_s:.0f}s (outage_grace_s={self.outage_grace_s:g})",
+            note=f"every replica down for {self.set.down_for():.0f}s "
+            f"(outage_grace_s={self.outage_grace_s:g})",
         )
-
-    async def _take(self, want: int, *, exact: bool, avoid: int | None) -> tuple[int, int]:
-        if self._outage_over_limit() and not any(r.breaker.admits() for r in self.replicas):
-            raise OutageExpired()
-        return await self.slots.take(want, exact=exact, avoid=avoid)
 
     # ------------------------------------------------------------------ admission, calls
 
@@ -364,7 +262,7 @@ class EndpointPool:
         """Up to ``want`` slots on one replica as soon as any are free (FIFO); send that
         many sequences. Raises EndpointError when an outage outlasts ``outage_grace_s``."""
         try:
-            replica, count = await self._take(want, exact=False, avoid=None)
+            replica, count = await self.set.take(want, exact=False, avoid=None)
         except OutageExpired:
             raise self._outage_error(0) from None
         return Grant(count, replica)
@@ -418,7 +316,7 @@ class EndpointPool:
         while True:
             if index is None:
                 try:
-                    index, _ = await self._take(seqs, exact=True, avoid=avoid)
+                    index, _ = await self.set.take(seqs, exact=True, avoid=avoid)
                 except OutageExpired:
                     raise self._outage_error(tries) from None
             replica = self.replicas[index]
@@ -434,9 +332,11 @@ class EndpointPool:
                 if failure is None:
                     raise
                 outcome: Outcome = "down" if failure.kind in DOWN_KINDS else "up"
-                self._record(replica, outcome, failure if outcome == "down" else None)
+                if outcome == "down":
+                    self._last_down = (replica, failure)
+                self.set.record(replica, outcome, failure.detail)
                 settled = True
-                paused = outcome == "down" and self.in_outage
+                paused = outcome == "down" and self.set.in_outage
                 if not failure.retryable or (not paused and attempt >= self.max_retries):
                     raise self.error(failure, tries, replica=replica) from exc
                 if paused:  # the breaker's cool-down is the backoff
@@ -456,7 +356,7 @@ class EndpointPool:
                 )
             else:
                 seconds += time.perf_counter() - start
-                self._record(replica, "up", None)
+                self.set.record(replica, "up")
                 settled = True
                 return Timed(value, seconds, tries)
             finally:
@@ -468,11 +368,7 @@ class EndpointPool:
             await asyncio.sleep(wait)
 
     async def aclose(self) -> None:
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
-        for replica in self.replicas:
-            await replica.http.aclose()
+        await self.set.aclose()
 
     def error(
         self, failure: Failure, attempts: int, *, replica: Replica | None = None, note: str = ""
