@@ -167,9 +167,11 @@ class ReplicaSet:
             if self.outage_since is not None:
                 log.info("%s is back after %.1fs", self.who, self.down_for())
                 self.outage_since = None
+        was_closed = replica.breaker.state == "closed"
         if replica.breaker.record(outcome):
             pause = replica.breaker.reopen_at - time.monotonic()
-            log.warning(
+            log.log(
+                logging.WARNING if was_closed else logging.DEBUG,  # once per outage, not per probe
                 "%s at %s: out of rotation for %.1fs after %d failures (%s)",
                 self.who,
                 replica.url + self.shown_path,
