@@ -16,10 +16,12 @@ from test_admission import _max_sequences
 
 from ratts.endpoints import PolicyClient
 from ratts.endpoints.pool import RetryPolicy
+from ratts.endpoints.prm_judge import JudgePRM
+from ratts.endpoints.prm_pooling import VllmPoolingPRM
 from ratts.endpoints.replicas import MAX_COOLDOWN_FACTOR, Breaker
 from ratts.errors import EndpointUnreachableError
 from ratts.orchestrator.sweep import load_problems, run_sweep
-from ratts.settings import PolicySpec, load_settings
+from ratts.settings import PolicySpec, PRMSpec, load_settings
 from ratts.sim import SimConfig, SimServer
 from ratts.store import open_store
 from ratts.types import RunConfig, StrategyParams
@@ -248,3 +250,23 @@ async def test_a_sweep_through_a_ten_second_outage_grades_every_run(
     assert done_in_outage <= 4  # at most the runs already answered when it went down
     assert (stats.done, stats.failed) == (80, 0)
     assert len(rows) == 80 and all(r["error"] is None and r["correct"] is not None for r in rows)
+
+
+# ---------------------------------------------------------------- PRMs
+
+
+async def test_prm_replicas_pooling_and_judge_route_around_a_dead_one(make_sim: MakeSim) -> None:
+    live = make_sim()
+    dead = f"http://127.0.0.1:{closed_port()}"
+    steps = [["Step one: 2 + 3 = 5.", "So the answer is \\boxed{5}."]] * 4
+    pooling = PRMSpec(name="p", kind="vllm_pooling", base_urls=[dead, live.base_url],
+                      model="sim-prm", batch_size=1)  # fmt: skip
+    judge = PRMSpec(name="j", kind="judge", base_urls=[f"{dead}/v1", live.v1_url],
+                    model="sim-weak")  # fmt: skip
+    for spec, client in ((pooling, VllmPoolingPRM(pooling, retry=FAST)),
+                         (judge, JudgePRM(judge, retry=FAST))):  # fmt: skip
+        async with client:
+            result = await client.score(QUESTION, steps)
+        assert [len(s) for s in result.scores] == [2] * 4, spec.name
+    stats = live.stats()["requests"]
+    assert stats["pooling"] == 4 and stats["completions"] == 8  # all on the live replica
