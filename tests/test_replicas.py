@@ -122,7 +122,8 @@ async def test_requests_spread_over_replicas_each_with_its_own_limit(make_sim: M
         )
         assert client._pool.slots.free == 8
     assert all(len(r.choices) == 2 for r in results)
-    assert completions(a) == completions(b) == 4  # fewest outstanding: an even split
+    # fewest outstanding: an even split, give or take one as requests finish
+    assert completions(a) + completions(b) == 8 and min(completions(a), completions(b)) >= 3
     assert _max_sequences(a) == _max_sequences(b) == 4  # each replica's own limit, full
 
 
@@ -144,9 +145,11 @@ async def test_one_replica_down_its_share_moves_to_the_live_one(make_sim: MakeSi
         assert completions(a) == 3 + 10
 
         await asyncio.sleep(0.35)  # cool-down over: the next request probes B, still down
+        before = time.monotonic()
         await client.complete(prompt, stop=["\n\n"])
+        after = time.monotonic()
         assert dead.opened == 2 and dead.state == "open"
-        assert dead.reopen_at - time.monotonic() == pytest.approx(0.6, abs=0.15)  # doubled
+        assert before + 0.6 <= dead.reopen_at <= after + 0.6  # the cool-down doubled
 
         back = restart(b, port)
         try:
