@@ -50,7 +50,57 @@ def api_key(role: str, name: str, env: str | None) -> str:
     return value
 
 
-class PolicySpec(BaseModel):
+class Replicated(BaseModel):
+    """Where an endpoint is served and how its replicas ride out failures.
+
+    ``base_urls`` lists replicas of one model (``base_url`` is the one-replica form and,
+    when only ``base_urls`` is given, is filled with its first entry). A replica that keeps
+    failing is taken out of rotation (circuit breaker); an endpoint whose replicas are all
+    down pauses the requests that need it for up to ``outage_grace_s`` instead of failing
+    them, once it has answered at least once (one that never answered is misconfigured and
+    fails fast).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str | None = None
+    base_urls: tuple[str, ...] = ()
+    outage_grace_s: float = Field(
+        default=60.0, ge=0, description="how long requests wait out an outage of all replicas"
+    )
+    breaker_threshold: int = Field(
+        default=3,
+        ge=1,
+        description="consecutive failures (at most max_retries + 1) that take a replica out",
+    )
+    breaker_cooldown_s: float = Field(
+        default=1.0, gt=0, description="first pause before a half-open probe (doubles, x8 max)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_replica(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("base_urls") and not data.get("base_url"):
+            data = {**data, "base_url": next(iter(data["base_urls"]))}
+        return data
+
+    @model_validator(mode="after")
+    def _one_replica_list(self) -> Replicated:
+        if self.base_urls and self.base_url not in self.base_urls:
+            raise ValueError("base_url must be one of base_urls (or left out)")
+        if len(set(self.base_urls)) != len(self.base_urls):
+            raise ValueError("base_urls lists a replica twice")
+        return self
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every replica's base URL (one for the ``base_url`` form; none if unset)."""
+        if self.base_urls:
+            return self.base_urls
+        return (self.base_url,) if self.base_url else ()
+
+
+class PolicySpec(Replicated):
     """An OpenAI-compatible endpoint serving one policy model, over completions or chat.
 
     ``api = "chat"`` builds messages from ``system_prompt``, ``chat_history`` (earlier turns,
@@ -58,10 +108,8 @@ class PolicySpec(BaseModel):
     ``chat_prefill`` (the server continues a trailing assistant message).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     name: str
-    base_url: str
+    base_url: str  # required here (or filled from base_urls)
     model: str
     api_key_env: str | None = Field(
         default=None, description="name of the environment variable holding the API key"
@@ -76,6 +124,13 @@ class PolicySpec(BaseModel):
     supports_n: bool = True
     max_n: int | None = Field(
         default=None, ge=1, description="most choices one request may ask for (None: any)"
+    )
+    stream: bool = Field(
+        default=False,
+        description=(
+            "stream requests of several sequences, so each sequence's slot frees as it "
+            "ends (vLLM, OpenAI; completions only); off for servers that cannot stream"
+        ),
     )
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
@@ -112,14 +167,11 @@ class PolicySpec(BaseModel):
 PRMKind = Literal["vllm_pooling", "judge", "arithmetic", "transformers"]
 
 
-class PRMSpec(BaseModel):
+class PRMSpec(Replicated):
     """A process reward model: where it lives and how to talk to it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     kind: PRMKind
-    base_url: str | None = None
     model: str | None = None
     format: Literal["qwen2.5-math-prm"] = "qwen2.5-math-prm"
     api_key_env: str | None = None

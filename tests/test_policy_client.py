@@ -273,13 +273,14 @@ async def test_client_errors_are_not_retried(sim: SimServer) -> None:
 
 async def test_concurrency_is_bounded_per_client(make_sim: MakeSim) -> None:
     server = make_sim(capacity={"base_latency_s": 0.05})
-    async with PolicyClient(spec_for(server, max_concurrency=2)) as client:
+    # The limit counts sequences: 8 slots hold two n=4 requests at a time.
+    async with PolicyClient(spec_for(server, max_concurrency=8)) as client:
         prompt = client.prompt(QUESTION)
         results = await asyncio.gather(
             *(client.complete(prompt, n=4, stop=["\n\n"]) for _ in range(6))
         )
     stats = server.stats()
-    assert stats["requests"]["completions"] == 6  # n=4 choices is one request, one slot
+    assert stats["requests"]["completions"] == 6  # n=4 choices is one request, 4 slots
     assert stats["max_in_flight"] == 2
     assert all(len(r.choices) == 4 for r in results)
 

@@ -1,17 +1,16 @@
-"""VllmPoolingPRM and JudgePRM over real loopback HTTP; respx only for malformed bodies."""
+"""VllmPoolingPRM and JudgePRM over real loopback HTTP (malformed bodies from a canned server)."""
 
 from __future__ import annotations
 
+import json
 import math
 import socket
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
-import respx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from ratts.endpoints import (
     ArithmeticPRM,
@@ -180,16 +179,29 @@ async def test_pooling_rejects_empty_question(prm_spec: PRMSpec) -> None:
             await prm.score("  ", [["a"]])
 
 
-# ---------------------------------------------------------------- malformed bodies (respx)
-
-PRM_URL = "http://prm.test"
+# ---------------------------------------------------------------- malformed bodies
 
 
-def _respx_spec(**overrides: Any) -> PRMSpec:
+def _canned_pooling(content: bytes) -> FastAPI:
+    """A loopback /pooling server that answers every request with ``content`` (HTTP 200) and
+    records each request's path and JSON body in ``app.state.calls``."""
+    app = FastAPI()
+    calls: list[tuple[str, Any]] = []
+
+    @app.post("/pooling")
+    async def pooling(request: Request) -> Response:
+        calls.append((request.url.path, await request.json()))
+        return Response(content, media_type="application/json")
+
+    app.state.calls = calls
+    return app
+
+
+def _canned_spec(server: ServerThread, **overrides: Any) -> PRMSpec:
     fields: dict[str, Any] = {
-        "name": "mock",
+        "name": "canned",
         "kind": "vllm_pooling",
-        "base_url": PRM_URL,
+        "base_url": server.base_url,
         "model": "m",
         "max_retries": 2,
     }
@@ -204,26 +216,22 @@ def _body(rows: list[list[list[float]]]) -> dict[str, Any]:
     }
 
 
-@respx.mock
 async def test_wrong_number_of_rewards_is_bad_response() -> None:
-    route = respx.post(f"{PRM_URL}/pooling").mock(
-        return_value=httpx.Response(200, json=_body([[[0.1, 0.9]]]))
-    )
-    async with VllmPoolingPRM(_respx_spec(), retry=FAST) as prm:
-        with pytest.raises(BadResponseError, match="candidate 0 has 2 steps but 1 rewards"):
-            await prm.score(QUESTION, [["a", "b"]])
-    assert route.call_count == 1  # a well-formed but wrong body is not retried
+    app = _canned_pooling(json.dumps(_body([[[0.1, 0.9]]])).encode())
+    with ServerThread(app) as server:
+        async with VllmPoolingPRM(_canned_spec(server), retry=FAST) as prm:
+            with pytest.raises(BadResponseError, match="candidate 0 has 2 steps but 1 rewards"):
+                await prm.score(QUESTION, [["a", "b"]])
+    assert len(app.state.calls) == 1  # a well-formed but wrong body is not retried
 
 
-@respx.mock
 async def test_unparseable_body_is_retried_then_bad_response() -> None:
-    route = respx.post(f"{PRM_URL}/pooling").mock(
-        return_value=httpx.Response(200, content=b'{"data": [', headers={"content-type": "json"})
-    )
-    async with VllmPoolingPRM(_respx_spec(), retry=FAST) as prm:
-        with pytest.raises(BadResponseError, match="not valid JSON"):
-            await prm.score(QUESTION, [["a"]])
-    assert route.call_count == 3
+    app = _canned_pooling(b'{"data": [')
+    with ServerThread(app) as server:
+        async with VllmPoolingPRM(_canned_spec(server), retry=FAST) as prm:
+            with pytest.raises(BadResponseError, match="not valid JSON"):
+                await prm.score(QUESTION, [["a"]])
+    assert len(app.state.calls) == 3
 
 
 @pytest.mark.parametrize(
@@ -236,15 +244,13 @@ async def test_unparseable_body_is_retried_then_bad_response() -> None:
         {"data": [{"index": 5, "data": [[0.1, 0.9]]}]},
     ],
 )
-@respx.mock
 async def test_bad_shapes_are_bad_response(body: dict[str, Any]) -> None:
-    respx.post(f"{PRM_URL}/pooling").mock(return_value=httpx.Response(200, json=body))
-    async with VllmPoolingPRM(_respx_spec(), retry=FAST) as prm:
-        with pytest.raises(BadResponseError):
-            await prm.score(QUESTION, [["a"]])
+    with ServerThread(_canned_pooling(json.dumps(body).encode())) as server:
+        async with VllmPoolingPRM(_canned_spec(server), retry=FAST) as prm:
+            with pytest.raises(BadResponseError):
+                await prm.score(QUESTION, [["a"]])
 
 
-@respx.mock
 async def test_rewards_are_clamped_and_reordered_by_index() -> None:
     body = {
         "data": [
@@ -252,13 +258,13 @@ async def test_rewards_are_clamped_and_reordered_by_index() -> None:
             {"index": 0, "data": [[0.0, 1.7], [0.5, 0.5]]},
         ],
     }
-    route = respx.post(f"{PRM_URL}/pooling").mock(return_value=httpx.Response(200, json=body))
-    async with VllmPoolingPRM(_respx_spec(params=1e9), retry=FAST) as prm:
-        result = await prm.score(QUESTION, [["a", "b"], ["c"]])
+    app = _canned_pooling(json.dumps(body).encode())
+    with ServerThread(app) as server:
+        async with VllmPoolingPRM(_canned_spec(server, params=1e9), retry=FAST) as prm:
+            result = await prm.score(QUESTION, [["a", "b"], ["c"]])
     assert result.scores == [[1.0, 0.5], [0.0]]
-    sent = route.calls.last.request
-    assert sent.url.path == "/pooling"
-    payload = httpx.Response(200, content=sent.content).json()
+    path, payload = app.state.calls[-1]
+    assert path == "/pooling"
     assert payload["model"] == "m" and len(payload["input"]) == 2
     # no usage in the body: tokens estimated from the text, never zero
     assert result.usage.prm_tokens > 0

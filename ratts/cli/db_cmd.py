@@ -7,15 +7,18 @@ and for moving it between revisions explicitly.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy.exc import SQLAlchemyError
 
 from ratts.errors import StoreError
 from ratts.settings import load_settings
-from ratts.store import make_engine, migrate
-from ratts.store.engine import describe
+
+if TYPE_CHECKING:
+    from sqlalchemy.exc import SQLAlchemyError
+
+# The store (SQLAlchemy, Alembic and, through Mako, Pygments) is imported inside each command:
+# every ``ratts`` command loads this module for its options, and most never touch a database.
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -52,6 +55,11 @@ def upgrade(
     settings: SettingsOption = None,
 ) -> None:
     """Upgrade the database schema (creates it when empty)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ratts.store import make_engine, migrate
+    from ratts.store.engine import describe
+
     target = resolve_db_url(url, settings)
     engine = make_engine(target)
     try:
@@ -66,6 +74,11 @@ def upgrade(
 @app.command()
 def current(url: UrlOption = None, settings: SettingsOption = None) -> None:
     """Print the database's schema revision and this ratts's head revision."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ratts.store import make_engine, migrate
+    from ratts.store.engine import describe
+
     target = resolve_db_url(url, settings)
     engine = make_engine(target)
     try:
@@ -94,6 +107,11 @@ def downgrade(
     settings: SettingsOption = None,
 ) -> None:
     """Downgrade the database schema to REVISION (data in dropped tables is lost)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ratts.store import make_engine, migrate
+    from ratts.store.engine import describe
+
     target = resolve_db_url(url, settings)
     engine = make_engine(target)
     try:

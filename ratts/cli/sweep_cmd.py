@@ -47,7 +47,7 @@ def sweep_progress(
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("done {task.fields[done]} · failed {task.fields[failed]}"),
-        TextColumn("· acc {task.fields[acc]} · {task.fields[tps]} tok/s"),
+        TextColumn("· acc {task.fields[acc]} · {task.fields[tps]} completion tok/s"),
         TimeElapsedColumn(),
         console=console,
         disable=not enabled,
@@ -85,6 +85,15 @@ def sweep(
     prm: Annotated[list[str] | None, typer.Option("--prm", help="PRM name (repeatable)")] = None,
     beam_width: Annotated[int | None, typer.Option(help="M for beam search / DVTS")] = None,
     temperature: Annotated[float | None, typer.Option(help="sampling temperature")] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(min=1, help="tokens per whole solution (CoT, majority, Best-of-N)")
+    ] = None,
+    max_step_tokens: Annotated[
+        int | None, typer.Option(min=1, help="tokens per step (beam search, DVTS)")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="steps per solution (tree search)")
+    ] = None,
     limit: Annotated[
         int | None, typer.Option(help="first N problems (generator: how many to make)")
     ] = None,
@@ -104,7 +113,8 @@ def sweep(
 
     cfg = load_settings(settings)
     if configs is not None:
-        if strategy or n or policy or prm or beam_width is not None or temperature is not None:
+        knobs = (beam_width, temperature, max_tokens, max_step_tokens, max_steps)
+        if strategy or n or policy or prm or any(k is not None for k in knobs):
             raise ConfigError(
                 "give either --configs FILE or config flags (--strategy ...), not both"
             )
@@ -115,6 +125,12 @@ def sweep(
             params["beam_width"] = beam_width
         if temperature is not None:
             params["temperature"] = temperature
+        if max_tokens is not None:
+            params["max_tokens"] = max_tokens
+        if max_step_tokens is not None:
+            params["max_step_tokens"] = max_step_tokens
+        if max_steps is not None:
+            params["max_steps"] = max_steps
         run_configs = configs_from_flags(
             cfg,
             strategies=strategy or [],

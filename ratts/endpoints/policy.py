@@ -2,28 +2,31 @@
 OpenAI-compatible completions or chat.
 
 Strategies depend only on the public shape here (Choice, CompletionResult, Policy) and
-build prompts as ``policy.prompt(question) + steps``. The openai SDK's own retries are off;
-``EndpointPool`` does bounded retries with backoff and maps failures to ``ratts.errors``
-types. Response bodies are parsed in ``ratts.endpoints.responses`` (not by the SDK's models),
-which reads each server dialect's step-end signal.
+build prompts as ``policy.prompt(question) + steps``. Requests go through ``JsonHttp`` (the
+one lean HTTP stack, one session per replica); ``EndpointPool`` admits sequences, does
+bounded retries with backoff and maps failures to ``ratts.errors`` types. Response bodies are
+parsed in ``ratts.endpoints.responses``, which reads each server dialect's step-end signal.
 
 Over chat, prompts become messages in ``ratts.endpoints.chat``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict, Unpack, runtime_checkable
 
-import openai
-
+from ratts.endpoints.admission import Grant, Lease
 from ratts.endpoints.chat import CHAT_SPLIT, chat_body, chat_prompt
 from ratts.endpoints.closing import AsyncClosing
-from ratts.endpoints.pool import EndpointPool, MalformedResponse, RetryPolicy, gather_all
+from ratts.endpoints.http import HttpStatusError, JsonHttp
+from ratts.endpoints.pool import EndpointPool, MalformedResponse, RetryPolicy, Timed, gather_all
 from ratts.endpoints.responses import Choice, ParsedCompletion, StopReading, parse_completion
+from ratts.endpoints.streamed import StreamedCompletion
 from ratts.endpoints.usage import Usage, sum_usage
 from ratts.errors import BadResponseError, InputError
 from ratts.settings import PolicySpec
@@ -55,9 +58,46 @@ class _NRejected(Exception):
     """The server answered 400 to a request with ``n`` > 1 (or a list of prompts)."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    """One admitted request: ``k`` choices of each prompt in ``members`` (their indexes in
+    the caller's prompt list), and its parsed reply."""
+
+    members: list[int]
+    k: int
+    timed: Timed[ParsedCompletion]
+
+
 def _estimate_tokens(text: str) -> int:
     """Rough tokens for servers that omit ``usage`` (about 4 characters per token)."""
     return (len(text) + 3) // 4
+
+
+def _per_prompt(
+    pieces: Sequence[tuple[list[int], int]], replies: Sequence[ParsedCompletion], prompts: int
+) -> list[list[Choice]]:
+    """Each prompt's choices from the requests of a split one: piece ``(members, k)`` asked
+    ``k`` choices of each prompt in ``members``, and its choice ``index`` is member
+    ``index // k``'s (a list request numbers them ``prompt * n + j``; a reply without
+    indices counts by position). Pieces are in offset order; a short reply leaves its
+    prompts short."""
+    per_prompt: list[list[Choice]] = [[] for _ in range(prompts)]
+    for (members, k), reply in zip(pieces, replies, strict=True):
+        indices = reply.indices or range(len(reply.choices))
+        taken = [0] * len(members)
+        for index, choice in zip(indices, reply.choices, strict=True):
+            member = index // k
+            if 0 <= member < len(members) and taken[member] < k:
+                taken[member] += 1
+                per_prompt[members[member]].append(choice)
+    return per_prompt
+
+
+def _prompt_major(
+    pieces: Sequence[tuple[list[int], int]], replies: Sequence[ParsedCompletion], prompts: int
+) -> list[Choice]:
+    """The choices of a split request, prompt-major (see ``_per_prompt``)."""
+    return [choice for got in _per_prompt(pieces, replies, prompts) for choice in got]
 
 
 def merge_stops(*groups: list[str] | tuple[str, ...] | None) -> list[str]:
@@ -68,11 +108,6 @@ def merge_stops(*groups: list[str] | tuple[str, ...] | None) -> list[str]:
             if stop:
                 seen.setdefault(stop, None)
     return list(seen)
-
-
-def _chunks(n: int, per: int) -> list[int]:
-    """``n`` split into requests of at most ``per`` choices."""
-    return [per] * (n // per) + ([n % per] if n % per else [])
 
 
 class SamplingOptions(TypedDict, total=False):
@@ -145,8 +180,15 @@ class PolicyClient(AsyncClosing):
       ``n`` > 1), and tops up when a server returns fewer choices than asked;
     - ``spec.api``: ``/completions`` with a text prompt, or ``/chat/completions`` with
       messages from the spec's templates (a partial solution only with ``chat_prefill``);
-    - bounded concurrency per endpoint (``spec.max_concurrency``; one slot per HTTP request,
-      however many choices it asks for);
+    - sequence-level admission per endpoint (``spec.max_concurrency`` counts sequences in
+      flight on each replica: ``n=8`` holds 8 slots, a list of prompts holds prompts x n).
+      When only k < N slots are free an unseeded request goes out now as ``n=k`` and the
+      rest follow as slots free (FIFO, work-conserving). A seeded request is never split by
+      timing: it is cut only at fixed offsets (``max_n``, or the whole limit), the part from
+      choice ``o`` on sent with ``seed + o`` (vLLM's own rule for the choices of one seeded
+      request, so the samples match an unsplit one there);
+    - ``spec.stream`` (completions only): a request of several sequences is streamed and
+      each sequence's slot frees as its choice finishes;
     - bounded retries with exponential backoff on 429, 5xx, timeouts and connection errors;
     - typed errors from ratts.errors with one-line messages;
     - Usage from the server's ``usage`` field (+ FLOPs = 2 x params x tokens, dollars from
@@ -162,13 +204,7 @@ class PolicyClient(AsyncClosing):
     ) -> None:
         """``role`` names the endpoint in error messages (a judge PRM passes "PRM")."""
         self.spec = spec
-        self._client = openai.AsyncOpenAI(
-            base_url=spec.base_url,
-            api_key=spec.api_key(),
-            max_retries=0,
-            timeout=spec.timeout_s,
-        )
-        self._pool = EndpointPool.for_spec(role, spec, spec.base_url, retry)
+        self._pool = EndpointPool.for_spec(spec, role=role, retry=retry)
         self._chat = spec.api == "chat"
         self._n_supported = spec.supports_n
         self._lists_supported = not self._chat  # the chat API takes one conversation
@@ -270,44 +306,127 @@ class PolicyClient(AsyncClosing):
     async def _round(
         self, params: dict[str, Any], n: int, seed: int | None, offset: int
     ) -> list[tuple[ParsedCompletion, float]]:
-        """``n`` choices in requests of at most ``max_n`` (or one each without ``n``)."""
+        """``n`` choices in requests of at most ``max_n`` choices and the slots admitted (or
+        one each without ``n``); seeds continue from ``offset``."""
         if n > 1 and self._n_supported:
-            per = min(n, self.spec.max_n or n)
             try:
-                return await self._requests(params, _chunks(n, per), seed, offset, strict=True)
+                pieces = await self._admitted(params, None, n, seed, offset)
+                return [(piece.timed.value, piece.timed.seconds) for piece in pieces]
             except _NRejected:
+                per = min(n, self.spec.max_n or n)
                 log.info(
                     "policy %r rejected n=%d with HTTP 400; sending %d requests", self.name, per, n
                 )
-            result = await self._requests(params, [1] * n, seed, offset)
+            result = await self._fan_out(params, n, seed, offset)
             # Remembered only once single requests work: the 400 was about n, not the prompt.
             self._n_supported = False
             return result
-        return await self._requests(params, [1] * n, seed, offset)
+        return await self._fan_out(params, n, seed, offset)
 
-    async def _requests(
-        self,
-        params: dict[str, Any],
-        sizes: list[int],
-        seed: int | None,
-        offset: int,
-        *,
-        strict: bool = False,
+    async def _fan_out(
+        self, params: dict[str, Any], n: int, seed: int | None, offset: int
     ) -> list[tuple[ParsedCompletion, float]]:
-        """One request per size, all in flight together; request k's seed is offset by the
-        choices before it (``seed + i`` for the i-th of n single-choice requests)."""
-        starts = [offset + sum(sizes[:k]) for k in range(len(sizes))]
+        """``n`` concurrent single-choice requests (``seed + offset + i`` for request i)."""
 
-        async def one(size: int, start: int) -> tuple[ParsedCompletion, float]:
-            request_seed = None if seed is None else seed + start
-            timed = await self._pool.call(
-                lambda: self._attempt(params, size, request_seed, strict_n=strict and size > 1)
-            )
+        async def one(i: int) -> tuple[ParsedCompletion, float]:
+            request_seed = None if seed is None else seed + offset + i
+            timed = await self._pool.call(functools.partial(self._attempt, params, 1, request_seed))
             return timed.value, timed.seconds
 
-        return list(
-            await gather_all([one(size, start) for size, start in zip(sizes, starts, strict=True)])
-        )
+        return list(await gather_all([one(i) for i in range(n)]))
+
+    async def _admitted(
+        self,
+        params: dict[str, Any],
+        prompts: list[str] | None,
+        n: int,
+        seed: int | None,
+        offset: int,
+    ) -> list[_Piece]:
+        """``n`` choices of each prompt in as few requests as ``max_n`` and the free slots
+        allow. ``prompts``: a list of prompts, or None for the one in ``params`` (text or
+        messages). Raises _NRejected if the server answered 400 to ``n`` > 1 or to a list
+        of prompts."""
+        per = self.spec.max_n or n
+        if seed is not None:
+            # Seeded (one prompt): timing never changes the request; it is cut only at
+            # fixed offsets (max_n, or the whole limit), part o with seed + offset + o.
+            cap = min(self._pool.slots.capacity, per)
+            parts = [(o, min(cap, n - o)) for o in range(0, n, cap)]
+            leases = [Lease() for _ in parts]
+            timed = await gather_all(
+                [
+                    self._pool.call(
+                        functools.partial(
+                            self._attempt, params, k, seed + offset + o, strict_n=k > 1, lease=lease
+                        ),
+                        seqs=k,
+                        lease=lease,
+                    )
+                    for (o, k), lease in zip(parts, leases, strict=True)
+                ]
+            )
+            return [_Piece([0], k, t) for (_, k), t in zip(parts, timed, strict=True)]
+        texts = prompts
+        count = 1 if texts is None else len(texts)
+        remaining = [n] * count  # choices still to request, per prompt
+        pieces: list[tuple[list[int], int]] = []  # (prompt indexes, n) of each request
+        tasks: list[asyncio.Future[Timed[ParsedCompletion]]] = []
+        head = 0
+        try:
+            while head < count:
+                grant = await self._pool.admit(sum(remaining[head:]))
+                free = grant.count
+                while free > 0 and head < count:
+                    k = min(remaining[head], free, per)
+                    members = [head]
+                    if k == remaining[head]:  # whole prompts with the same count, as many as fit
+                        while (
+                            head + len(members) < count
+                            and remaining[head + len(members)] == k
+                            and (len(members) + 1) * k <= free
+                        ):
+                            members.append(head + len(members))
+                    body = params
+                    if texts is not None:
+                        body = {
+                            **params,
+                            "prompt": texts[head]
+                            if len(members) == 1
+                            else [texts[i] for i in members],
+                        }
+                    used = k * len(members)
+                    lease = Lease()
+                    tasks.append(
+                        self._pool.spawn(
+                            functools.partial(
+                                self._attempt,
+                                body,
+                                k,
+                                None,
+                                strict_n=used > 1,
+                                prompts=len(members),
+                                lease=lease,
+                            ),
+                            Grant(used, grant.replica),
+                            lease,
+                        )
+                    )
+                    pieces.append((members, k))
+                    free -= used
+                    for i in members:
+                        remaining[i] -= k
+                    while head < count and remaining[head] == 0:
+                        head += 1
+                if free > 0:
+                    self._pool.release(grant, free)
+            timed = await gather_all(tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return [_Piece(m, k, t) for (m, k), t in zip(pieces, timed, strict=True)]
 
     async def complete_many(
         self,
@@ -326,8 +445,9 @@ class PolicyClient(AsyncClosing):
 
         Unseeded, the prompts go in ONE request with a list ``prompt`` (vLLM and the OpenAI
         completions API accept one; vLLM schedules each prompt as its own sequence group),
-        so a search step costs one HTTP round trip instead of one per beam. With seeds (one
-        per prompt), over chat, after a server rejected a list, or past ``max_n``, it is one
+        so a search step costs one HTTP round trip instead of one per beam (or a few, when
+        only part of its prompts x n sequences fit the free slots). With seeds (one per
+        prompt), over chat, after a server rejected a list, or past ``max_n``, it is one
         ``complete`` call per prompt, all in flight together. A prompt the server left short
         is topped up on its own.
         """
@@ -352,16 +472,12 @@ class PolicyClient(AsyncClosing):
         ):
             return await self._each(prompts, seeds, sampling)
         params = self._body(list(prompts), n, stop, max_tokens, temperature, top_p, logprobs)
-        count = len(prompts)
         try:
-            timed = await self._pool.call(
-                lambda: self._attempt(params, n, None, strict_n=True, prompts=count)
-            )
+            pieces = await self._admitted(params, list(prompts), n, None, 0)
         except _NRejected:
             log.info("policy %r rejected a list of prompts with HTTP 400", self.name)
         else:
-            listed = self._result("".join(prompts), [timed.value], timed.seconds)
-            return await self._top_up_lists(prompts, n, timed.value, listed, sampling)
+            return await self._top_up_lists(prompts, n, pieces, sampling)
         result = await self._each(prompts, seeds, sampling)
         # Remembered only once single-prompt requests work: the 400 was about the list.
         self._lists_supported = False
@@ -371,16 +487,17 @@ class PolicyClient(AsyncClosing):
         self,
         prompts: Sequence[str],
         n: int,
-        reply: ParsedCompletion,
-        listed: CompletionResult,
+        pieces: list[_Piece],
         sampling: SamplingOptions,
     ) -> CompletionResult:
-        """Fill in the choices a list request left out, per prompt, keeping prompt order."""
-        per_prompt: list[list[Choice]] = [[] for _ in prompts]
-        for index, choice in zip(reply.indices, reply.choices, strict=True):
-            if 0 <= index // n < len(prompts) and len(per_prompt[index // n]) < n:
-                per_prompt[index // n].append(choice)
+        """The admitted requests' choices prompt-major, and those a server left out filled
+        in, per prompt."""
+        replies = [piece.timed.value for piece in pieces]
+        seconds = sum(piece.timed.seconds for piece in pieces)
+        listed = self._result("".join(prompts), replies, seconds)
+        per_prompt = _per_prompt([(p.members, p.k) for p in pieces], replies, len(prompts))
         short = [i for i, got in enumerate(per_prompt) if len(got) < n]
+        listed.choices = [c for got in per_prompt for c in got]
         if not short:
             return listed
         log.info("policy %r left %d prompts of a list short; topping up", self.name, len(short))
@@ -419,43 +536,57 @@ class PolicyClient(AsyncClosing):
         params: dict[str, Any],
         n: int,
         seed: int | None,
+        http: JsonHttp,
         *,
         strict_n: bool = False,
         prompts: int = 1,
+        lease: Lease | None = None,
     ) -> ParsedCompletion:
-        """One HTTP request and its parse (run inside the pool's retry loop).
+        """One HTTP request on a replica's session and its parse (run inside the pool's
+        retry loop).
 
         ``prompts`` > 1: ``params["prompt"]`` is a list and ``n * prompts`` choices come back
-        (or fewer: the caller tops up).
+        (or fewer: the caller tops up). With ``spec.stream`` (completions only) and several
+        sequences, the response is streamed and each sequence's slot in ``lease`` is freed
+        as its choice finishes.
         """
         payload: dict[str, Any] = {**params, "n": n}
         if seed is not None:
             payload["seed"] = seed
         path = "/chat/completions" if self._chat else "/completions"
+        stream = (
+            StreamedCompletion(lease.release_one)
+            if self.spec.stream and not self._chat and lease is not None and n * prompts > 1
+            else None
+        )
+        body: object
         try:
-            raw = await self._post(path, payload)
-        except openai.BadRequestError as exc:
-            if strict_n:
+            if stream is not None:
+                payload["stream"] = True
+                payload["stream_options"] = {"include_usage": True}
+                await http.post_stream(path, payload, stream.feed)
+                body = stream.body()
+            else:
+                raw = await self._post(http, path, payload)
+        except HttpStatusError as exc:
+            if strict_n and exc.status == 400:
                 raise _NRejected(str(exc)) from exc
             raise
-        try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            raise MalformedResponse("body is not valid JSON", retryable=True) from exc
+        if stream is None:
+            try:
+                body = json.loads(raw)
+            except ValueError as exc:
+                raise MalformedResponse("body is not valid JSON", retryable=True) from exc
         reading = StopReading(self.spec.dialect, tuple(params.get("stop") or ()))
         return parse_completion(body, n * prompts, reading, chat=self._chat, short_ok=True)
 
-    async def _post(self, path: str, payload: dict[str, Any]) -> bytes:
-        """POST a JSON body to ``path`` under the base URL; the raw response body.
+    async def _post(self, http: JsonHttp, path: str, payload: dict[str, Any]) -> bytes:
+        """POST a JSON body to ``path`` under a replica's base URL; the raw response body.
 
-        Every HTTP request of a policy goes through here, so the HTTP stack is swapped in
-        one place. It uses the SDK's generic POST: its typed ``completions.create`` re-walks
-        every parameter against the type annotations on each call, a large share of the
-        client's CPU per request (see bench/efficiency.py); the body here is plain JSON
-        already. Errors come back as the SDK's typed exceptions (``pool.classify``).
+        Every non-streamed HTTP request of a policy goes through here, so the HTTP stack
+        lives in one place (``JsonHttp``); its errors are classified by ``pool.classify``.
         """
-        raw: bytes = await self._client.post(path, cast_to=bytes, body=payload)
-        return raw
+        return await http.post(path, payload)
 
     def _result(
         self, prompt: str, replies: list[ParsedCompletion], seconds: float
@@ -490,4 +621,4 @@ class PolicyClient(AsyncClosing):
         return CompletionResult(choices=choices, usage=usage)
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._pool.aclose()

@@ -1,12 +1,13 @@
-"""One endpoint's concurrency limit, bounded retries with backoff, and error mapping.
+"""One endpoint's replicas and concurrency limit, bounded retries with backoff, outages
+that pause instead of fail, and error mapping.
 
 Shared by the policy and PRM clients so every model call fails the same way: transient
 faults (429, 5xx, timeouts, connection errors, unparseable bodies) are retried a bounded
 number of times with exponential backoff and jitter; anything else fails at once. The final
 failure becomes one of the ``ratts.errors`` types with a one-line message.
 
-Both the openai SDK's exceptions (it uses ``httpx2`` inside) and plain ``httpx`` exceptions
-(the pooling PRM) are understood.
+The transport's failures arrive as ``ratts.endpoints.http`` exceptions (status, timeout,
+unreachable) whatever the HTTP library underneath.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
-import httpx
-import openai
-
+from ratts.endpoints.admission import Grant, Lease
+from ratts.endpoints.http import HttpStatusError, HttpTimeout, HttpUnreachable, JsonHttp
+from ratts.endpoints.replicas import OutageExpired, Outcome, Replica, ReplicaSet
 from ratts.errors import (
     BadResponseError,
     EndpointError,
@@ -134,42 +135,40 @@ def _status_failure(status: int, detail: str, retry_after: float | None) -> Fail
 
 
 def classify(exc: BaseException) -> Failure | None:
-    """Map an exception from either HTTP stack to a Failure; None for unknown exceptions."""
+    """Map an exception from the HTTP stack or a parser to a Failure; None for unknown ones."""
     if isinstance(exc, MalformedResponse):
         return Failure("bad_response", _one_line(exc.detail), exc.retryable)
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, HttpTimeout):
         return Failure("timeout", "request timed out", True)
-    if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc
-        return Failure("unreachable", _one_line(cause) or "connection error", True)
-    if isinstance(exc, openai.APIStatusError):
-        retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
-        detail = _status_detail(exc.status_code, exc.body, exc.message)
-        return _status_failure(exc.status_code, detail, retry_after)
-    if isinstance(exc, openai.APIResponseValidationError):
-        return Failure("bad_response", _one_line(exc.message), True)
-    if isinstance(exc, httpx.TimeoutException):
-        return Failure("timeout", "request timed out", True)
-    if isinstance(exc, httpx.HTTPStatusError):
-        response = exc.response
-        try:
-            body: object = response.json()
-        except ValueError:
-            body = response.text
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
-        detail = _status_detail(response.status_code, body, response.reason_phrase)
-        return _status_failure(response.status_code, detail, retry_after)
-    if isinstance(exc, httpx.TransportError):
-        # Connect errors, dropped connections and protocol errors: the endpoint is flaky
+    if isinstance(exc, HttpStatusError):
+        retry_after = parse_retry_after(exc.retry_after)
+        detail = _status_detail(exc.status, exc.parsed_body(), exc.reason or f"HTTP {exc.status}")
+        return _status_failure(exc.status, detail, retry_after)
+    if isinstance(exc, HttpUnreachable):
+        # Connect errors, dropped connections and truncated bodies: the endpoint is flaky
         # or gone; all are worth another try.
-        return Failure("unreachable", _one_line(exc) or type(exc).__name__, True)
+        return Failure("unreachable", _one_line(exc) or "connection error", True)
     return None
 
 
-class EndpointPool:
-    """Per-endpoint concurrency slots plus the retry loop around each HTTP call.
+# Failures that say a replica is down (they count for its breaker); the rest are answers.
+DOWN_KINDS: frozenset[FailureKind] = frozenset({"unreachable", "timeout", "server"})
 
-    A slot is held only while a request is in flight, never during backoff sleeps.
+
+class EndpointPool:
+    """An endpoint's replicas: per-replica sequence slots and breakers, and the retry loop
+    around each HTTP call.
+
+    ``max_concurrency`` counts sequences in flight on each replica (``ReplicaSlots``): an
+    attempt holds ``seqs`` slots while its request is in flight, never during backoff
+    sleeps. Requests go to the replica with the fewest sequences outstanding; a retry avoids
+    the replica it just failed on.
+
+    Outages: once the endpoint has answered at all, a failure that comes while every
+    replica's breaker is open does not use up a retry; the request waits for a half-open
+    probe instead, for up to ``outage_grace_s`` from the start of the outage, and then
+    fails. An endpoint that never answered (a wrong URL or port) keeps bounded retries and
+    fails fast.
     """
 
     def __init__(
@@ -177,78 +176,209 @@ class EndpointPool:
         *,
         role: str,
         name: str,
-        url: str,
+        urls: Sequence[str],
+        api_key: str | None,
         max_concurrency: int,
         max_retries: int,
         timeout_s: float,
         retry: RetryPolicy | None = None,
+        outage_grace_s: float = 60.0,
+        breaker_threshold: int = 3,
+        breaker_cooldown_s: float = 1.0,
+        shown_path: str = "",
     ) -> None:
         """``role`` ("policy", "PRM") and ``name`` say whose endpoint it is, in messages
-        and in the errors' fields."""
+        and in the errors' fields; ``shown_path`` is appended to a replica's URL there."""
         self.role = role
         self.name = name
         self.who = f"{role} {name!r}"
-        self.url = url
+        self.shown_path = shown_path
         self.max_retries = max_retries
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self.outage_grace_s = outage_grace_s
+        self.set = ReplicaSet(
+            urls,
+            who=self.who,
+            shown_path=shown_path,
+            api_key=api_key,
+            max_concurrency=max_concurrency,
+            timeout_s=timeout_s,
+            # At most the retries of one request: a lone request that runs out of them on
+            # a dead replica opens its breaker, and so waits out an outage.
+            breaker_threshold=min(breaker_threshold, max_retries + 1),
+            breaker_cooldown_s=breaker_cooldown_s,
+            outage_grace_s=outage_grace_s,
+        )
+        self.replicas = self.set.replicas
+        self.slots = self.set.slots
+        self.url = self.replicas[0].url + shown_path
+        self._last_down: tuple[Replica, Failure] | None = None
 
     @classmethod
     def for_spec(
         cls,
-        role: str,
         spec: PolicySpec | PRMSpec,
-        url: str,
+        *,
+        role: str,
         retry: RetryPolicy | None = None,
+        urls: Sequence[str] | None = None,
+        shown_path: str = "",
     ) -> EndpointPool:
-        """The pool for a configured endpoint: its name and limits come from its spec."""
+        """The pool for a settings record: its replicas (``urls`` if the client maps them,
+        else ``spec.urls``), limits, retries, breaker and outage knobs; reads the API key."""
+        key = spec.api_key()
         return cls(
             role=role,
             name=spec.name,
-            url=url,
+            urls=spec.urls if urls is None else urls,
+            api_key=None if key == "EMPTY" else key,
             max_concurrency=spec.max_concurrency,
             max_retries=spec.max_retries,
             timeout_s=spec.timeout_s,
             retry=retry,
+            outage_grace_s=spec.outage_grace_s,
+            breaker_threshold=spec.breaker_threshold,
+            breaker_cooldown_s=spec.breaker_cooldown_s,
+            shown_path=shown_path,
         )
 
-    async def call(self, attempt_fn: Callable[[], Awaitable[T]]) -> Timed[T]:
-        """Run ``attempt_fn`` with a slot, retrying transient failures; raise EndpointError."""
+    def _outage_error(self, attempts: int) -> EndpointError:
+        if self._last_down is not None:
+            replica, failure = self._last_down
+        else:
+            replica, failure = self.replicas[0], Failure("unreachable", "no replica up", True)
+        return self.error(
+            failure,
+            attempts,
+            replica=replica,
+            note=f"every replica down for {self.set.down_for():.0f}s "
+            f"(outage_grace_s={self.outage_grace_s:g})",
+        )
+
+    # ------------------------------------------------------------------ admission, calls
+
+    async def admit(self, want: int) -> Grant:
+        """Up to ``want`` slots on one replica as soon as any are free (FIFO); send that
+        many sequences. Raises EndpointError when an outage outlasts ``outage_grace_s``."""
+        try:
+            replica, count = await self.set.take(want, exact=False, avoid=None)
+        except OutageExpired:
+            raise self._outage_error(0) from None
+        return Grant(count, replica)
+
+    def release(self, grant: Grant, count: int) -> None:
+        """Give back ``count`` of ``grant``'s slots that will not be sent."""
+        self.slots.give(grant.replica, count)
+
+    def spawn(
+        self,
+        attempt_fn: Callable[[JsonHttp], Awaitable[T]],
+        grant: Grant,
+        lease: Lease | None = None,
+    ) -> asyncio.Future[Timed[T]]:
+        """``call`` in a task whose first attempt uses ``grant``'s slots (freed even if the
+        task is cancelled before it starts)."""
+        task = asyncio.ensure_future(
+            self.call(attempt_fn, seqs=grant.count, grant=grant, lease=lease)
+        )
+
+        def give_back(_: asyncio.Future[Timed[T]]) -> None:
+            if not grant.used:
+                grant.used = True
+                self.slots.give(grant.replica, grant.count)
+
+        task.add_done_callback(give_back)
+        return task
+
+    async def call(
+        self,
+        attempt_fn: Callable[[JsonHttp], Awaitable[T]],
+        *,
+        seqs: int = 1,
+        grant: Grant | None = None,
+        lease: Lease | None = None,
+    ) -> Timed[T]:
+        """Run ``attempt_fn`` on a replica's HTTP session holding ``seqs`` slots, retrying
+        transient failures; raise EndpointError. A ``grant`` (from ``admit``) holds the
+        first attempt's slots; a ``lease`` lets the attempt free slots early
+        (``Lease.release_one``)."""
+        index: int | None = None
+        if grant is not None:
+            grant.used = True
+            index = grant.replica
+        lease = lease if lease is not None else Lease()
+        lease.slots = self.slots
         seconds = 0.0
-        attempt = 0
+        attempt = 0  # failures that used up a retry
+        tries = 0
+        avoid: int | None = None
         while True:
-            async with self._slots:
-                start = time.perf_counter()
+            if index is None:
                 try:
-                    value = await attempt_fn()
-                except Exception as exc:
-                    seconds += time.perf_counter() - start
-                    failure = classify(exc)
-                    if failure is None:
-                        raise
-                    if not failure.retryable or attempt >= self.max_retries:
-                        raise self.error(failure, attempt + 1) from exc
-                    wait = self.retry.delay(attempt, failure.retry_after)
-                    log.debug(
-                        "%s at %s: attempt %d failed (%s: %s); retrying in %.2fs",
-                        self.who,
-                        self.url,
-                        attempt + 1,
-                        failure.kind,
-                        failure.detail,
-                        wait,
-                    )
+                    index, _ = await self.set.take(seqs, exact=True, avoid=avoid)
+                except OutageExpired:
+                    raise self._outage_error(tries) from None
+            replica = self.replicas[index]
+            lease.replica, lease.held = index, seqs
+            tries += 1
+            start = time.perf_counter()
+            settled = False  # its outcome reached the breaker (else: cancelled, unknown error)
+            try:
+                value = await attempt_fn(replica.http)
+            except Exception as exc:
+                seconds += time.perf_counter() - start
+                failure = classify(exc)
+                if failure is None:
+                    raise
+                outcome: Outcome = "down" if failure.kind in DOWN_KINDS else "up"
+                if outcome == "down":
+                    self._last_down = (replica, failure)
+                self.set.record(replica, outcome, failure.detail)
+                settled = True
+                paused = outcome == "down" and self.set.in_outage
+                if not failure.retryable or (not paused and attempt >= self.max_retries):
+                    raise self.error(failure, tries, replica=replica) from exc
+                if paused:  # the breaker's cool-down is the backoff
+                    wait = min(failure.retry_after or 0.0, self.retry.max_retry_after)
                 else:
-                    seconds += time.perf_counter() - start
-                    return Timed(value, seconds, attempt + 1)
-            attempt += 1
+                    wait = self.retry.delay(attempt, failure.retry_after)
+                    attempt += 1
+                log.debug(
+                    "%s at %s: attempt %d failed (%s: %s); %s in %.2fs",
+                    self.who,
+                    replica.url + self.shown_path,
+                    tries,
+                    failure.kind,
+                    failure.detail,
+                    "paused for the outage, probing" if paused else "retrying",
+                    wait,
+                )
+            else:
+                seconds += time.perf_counter() - start
+                self.set.record(replica, "up")
+                settled = True
+                return Timed(value, seconds, tries)
+            finally:
+                if not settled:
+                    replica.breaker.record("cancelled")
+                self.slots.give(index, lease.held)
+                lease.held = 0
+            avoid, index = index, None
             await asyncio.sleep(wait)
 
-    def error(self, failure: Failure, attempts: int) -> EndpointError:
+    async def aclose(self) -> None:
+        await self.set.aclose()
+
+    def error(
+        self, failure: Failure, attempts: int, *, replica: Replica | None = None, note: str = ""
+    ) -> EndpointError:
         """The typed, one-line error for a final failure, carrying whose endpoint it is."""
-        tries = f" (after {attempts} attempts)" if attempts > 1 else ""
-        where = f"{self.who} at {self.url}"
+        said = [f"after {attempts} attempts"] if attempts > 1 else []
+        said += [note] if note else []
+        tries = f" ({'; '.join(said)})" if said else ""
+        url = (replica or self.replicas[0]).url + self.shown_path
+        where = f"{self.who} at {url}"
         kind: type[EndpointError]
         if failure.kind == "unreachable":
             kind, message = EndpointUnreachableError, f"cannot reach {where}: {failure.detail}"
@@ -271,7 +401,7 @@ class EndpointPool:
             message + tries,
             endpoint=self.name,
             role=self.role,
-            url=self.url,
+            url=url,
             status=failure.status,
         )
 

@@ -9,12 +9,12 @@ one request (``spec.batch_size``), and requests run concurrently up to
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 
-import httpx
-
 from ratts.endpoints.closing import AsyncClosing
+from ratts.endpoints.http import JsonHttp
 from ratts.endpoints.pool import EndpointPool, MalformedResponse, RetryPolicy, gather_all
 from ratts.endpoints.prm import PRMResult, check_question, served_at
 from ratts.endpoints.usage import Usage
@@ -98,21 +98,17 @@ class VllmPoolingPRM(AsyncClosing):
     """A process reward model served by vLLM's ``/pooling`` endpoint."""
 
     def __init__(self, spec: PRMSpec, *, retry: RetryPolicy | None = None) -> None:
-        base_url, _ = served_at(spec)
+        served_at(spec)
         self.spec = spec
         self.name = spec.name
-        self.url = f"{server_root(base_url)}/pooling"
-        headers = {}
-        key = spec.api_key()
-        if key != "EMPTY":
-            headers["Authorization"] = f"Bearer {key}"
-        # Keep-alive for every concurrent request: httpx keeps only 20 idle connections by
-        # default, so above 20 in flight each request would open (and close) a new one.
-        limits = httpx.Limits(
-            max_connections=spec.max_concurrency, max_keepalive_connections=spec.max_concurrency
+        self._pool = EndpointPool.for_spec(
+            spec,
+            role="PRM",
+            retry=retry,
+            urls=[server_root(url) for url in spec.urls],
+            shown_path="/pooling",
         )
-        self._http = httpx.AsyncClient(timeout=spec.timeout_s, headers=headers, limits=limits)
-        self._pool = EndpointPool.for_spec("PRM", spec, self.url, retry)
+        self.url = self._pool.url
 
     async def score(self, question: str, candidates: Sequence[Sequence[str]]) -> PRMResult:
         """Rewards for every step of every candidate; empty candidates get no scores."""
@@ -138,11 +134,10 @@ class VllmPoolingPRM(AsyncClosing):
         payload = {"model": self.spec.model, "input": texts}
         counts = [len(steps) for steps in batch]
 
-        async def attempt() -> tuple[list[list[float]], int | None]:
-            response = await self._http.post(self.url, json=payload)
-            response.raise_for_status()
+        async def attempt(http: JsonHttp) -> tuple[list[list[float]], int | None]:
+            raw = await http.post("/pooling", payload)
             try:
-                body = response.json()
+                body = json.loads(raw)
             except ValueError as exc:
                 raise MalformedResponse("body is not valid JSON", retryable=True) from exc
             return parse_pooling(body, counts)
@@ -161,4 +156,4 @@ class VllmPoolingPRM(AsyncClosing):
         return scores, usage
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._pool.aclose()

