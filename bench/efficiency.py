@@ -94,7 +94,8 @@ def problems(count: int) -> list[Problem]:
     return out
 
 
-def settings_for(sim: SimProcess, db: Path, max_concurrency: int) -> Settings:
+def settings_for(sim: SimProcess, db: Path, max_concurrency: int, max_sequences: int) -> Settings:
+    """The policy's limit counts sequences (``max_sequences``), the PRM's requests."""
     return Settings(
         db_url=f"sqlite:///{db}",
         data_dir=db.parent / "data",
@@ -104,7 +105,7 @@ def settings_for(sim: SimProcess, db: Path, max_concurrency: int) -> Settings:
                 base_url=sim.v1_url,
                 model=POLICY,
                 params=1.5e9,
-                max_concurrency=max_concurrency,
+                max_concurrency=max_sequences,
             )
         ],
         prms=[
@@ -391,7 +392,7 @@ def plot(rows: Sequence[Row], path: Path) -> None:
 
 
 async def run_all(args: argparse.Namespace, sim: SimProcess, db: Path) -> list[Row]:
-    settings = settings_for(sim, db, args.max_concurrency)
+    settings = settings_for(sim, db, args.max_concurrency, args.max_sequences)
     items = problems(args.problems)
     rows = []
     for strategy, n, m in CONFIGS:
@@ -413,7 +414,12 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=64, help="problems in flight")
     parser.add_argument(
-        "--max-concurrency", type=int, default=64, help="HTTP requests in flight per endpoint"
+        "--max-concurrency", type=int, default=64, help="PRM HTTP requests in flight"
+    )
+    # The policy's limit counts sequences; 1024 = the 64 requests x 16 samples the old
+    # per-request limit allowed, so the server's queue stays fed as before.
+    parser.add_argument(
+        "--max-sequences", type=int, default=1024, help="policy sequences in flight"
     )
     parser.add_argument("--only", nargs="*", help="strategies to run (default: all three)")
     parser.add_argument("--profile", action="store_true", help="profile the client too")
@@ -466,6 +472,7 @@ def main() -> None:
         "problems": args.problems,
         "concurrency": args.concurrency,
         "max_concurrency": args.max_concurrency,
+        "max_sequences": args.max_sequences,
         "targets": {"utilisation": TARGET_UTILISATION, "cpu_s_per_1k_requests": TARGET_CPU_PER_1K},
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "rows": [asdict(r) for r in rows],

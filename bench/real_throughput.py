@@ -247,7 +247,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--problems", type=int, default=12)
+    ap.add_argument("--problems", type=int, default=10)
     ap.add_argument("--caps", default="8,32", help="caps on sequences in flight")
     ap.add_argument("--seed", type=int, default=7, help="problem generator seed")
     ap.add_argument("--sim", action="store_true", help="the simulator instead of vLLM")

@@ -117,7 +117,11 @@ class PolicySpec(Replicated):
     params: float = Field(default=1e9, gt=0, description="parameter count, for FLOPs")
     usd_per_mtok_prompt: float = Field(default=0.0, ge=0)
     usd_per_mtok_completion: float = Field(default=0.0, ge=0)
-    max_concurrency: int = Field(default=32, ge=1)
+    max_concurrency: int = Field(
+        default=256,
+        ge=1,
+        description="sequences in flight (a request with n=8 holds 8; vLLM's max_num_seqs)",
+    )
     step_separator: str = "\n\n"
     stop: tuple[str, ...] = Field(default=(), description="extra stop sequences, e.g. EOS text")
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE

@@ -251,3 +251,10 @@ def test_inspected_schema_has_the_unique_run_key(tmp_path: Path) -> None:
     with open_store(_url(tmp_path / "runs.db")) as store:
         uniques = inspect(store.engine).get_unique_constraints("runs")
     assert {"problem_key", "config_key", "budget"} == set(uniques[0]["column_names"])
+
+
+def test_shipped_head_read_without_alembic_matches_alembic() -> None:
+    """The start-up fast path reads the head from the migration files; it must agree."""
+    from ratts.store import migrate
+
+    assert migrate.shipped_head() == migrate.head_revision()

@@ -7,27 +7,57 @@ same moment serialise: the second finds the schema already at head and does noth
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 
 from ratts.errors import StoreError
 from ratts.store.engine import begin_write
 
+if TYPE_CHECKING:
+    # Alembic (and Mako and Pygments under it) costs a large share of a command's start-up;
+    # it is imported only to read or change a schema that is not already at head.
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _PG_LOCK_ID = 0x7261_7474  # "ratt": serialises concurrent migrations on PostgreSQL
 
 
+_REVISION = re.compile(r"""^revision(?:\s*:[^=]*)?=\s*["']([^"']+)["']""", re.M)
+_DOWN = re.compile(r"""^down_revision(?:\s*:[^=]*)?=\s*(?:["']([^"']*)["']|None)""", re.M)
+
+
+@cache
+def shipped_head() -> str | None:
+    """The head revision as the migration files' ``revision`` / ``down_revision`` lines
+    say, without Alembic; None unless they read as one linear chain (then Alembic decides)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        source = path.read_text(encoding="utf-8")
+        found = _REVISION.search(source)
+        if found is None:
+            continue  # __init__.py
+        down = _DOWN.search(source)
+        if down is None:
+            return None
+        revisions.add(found.group(1))
+        if down.group(1):
+            parents.add(down.group(1))
+    heads = revisions - parents
+    return next(iter(heads)) if len(heads) == 1 else None
+
+
 def _config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     if connection is not None:
@@ -37,6 +67,8 @@ def _config(connection: Connection | None = None) -> Config:
 
 @cache
 def _scripts() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_config())
 
 
@@ -54,6 +86,8 @@ def known_revisions() -> set[str]:
 
 def current_revision(connection: Connection) -> str | None:
     """The database's revision, or None for a database ratts has never touched."""
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(connection).get_current_revision()
 
 
@@ -65,6 +99,8 @@ def _lock(connection: Connection) -> None:
 @contextmanager
 def _explained(where: str) -> Iterator[None]:
     """Alembic's own errors (e.g. an unknown revision) as one-line StoreErrors."""
+    from alembic.util import CommandError
+
     try:
         yield
     except CommandError as exc:
@@ -88,6 +124,8 @@ def upgrade(engine: Engine, where: str, revision: str = "head") -> str | None:
         check_not_newer(current, where)
         target = head_revision() if revision == "head" else revision
         if current != target:
+            from alembic import command
+
             with _explained(where):
                 command.upgrade(_config(conn), revision)
         return current_revision(conn)
@@ -98,13 +136,23 @@ def downgrade(engine: Engine, where: str, revision: str) -> str | None:
     with begin_write(engine) as conn:
         _lock(conn)
         check_not_newer(current_revision(conn), where)
+        from alembic import command
+
         with _explained(where):
             command.downgrade(_config(conn), revision)
         return current_revision(conn)
 
 
 def ensure_current(engine: Engine, where: str) -> None:
-    """First use: upgrade a fresh or older database; refuse a newer one. Cheap when current."""
+    """First use: upgrade a fresh or older database; refuse a newer one. Cheap when current:
+    a database whose one stored revision is the shipped head is checked with plain SQL."""
+    head = shipped_head()
+    if head is not None:
+        with engine.connect() as conn:
+            if inspect(conn).has_table("alembic_version"):
+                stored = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+                if [row[0] for row in stored] == [head]:
+                    return
     with engine.connect() as conn:
         current = current_revision(conn)
     check_not_newer(current, where)
