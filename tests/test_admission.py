@@ -225,3 +225,20 @@ async def test_streamed_request_frees_each_slot_as_its_sequence_ends() -> None:
     assert result.choices[0].stop_reason == "\n\n"
     assert result.usage.policy_prompt_tokens == 5
     assert result.usage.policy_completion_tokens == 6
+
+
+async def test_chunks_are_capped_at_both_max_n_and_the_free_slots(make_sim: MakeSim) -> None:
+    """max_n (the server's cap) and the slot grant both bound every request's n."""
+    server = make_sim(capacity={"base_latency_s": 0.3}, max_n=4)
+    async with PolicyClient(spec_for(server, max_concurrency=8, max_n=4)) as client:
+        prompt = client.prompt(QUESTION)
+        first = asyncio.ensure_future(client.complete(prompt, n=5, stop=["\n\n"]))
+        await _until(lambda: client._pool.slots.free == 3)
+        result = await client.complete(prompt, n=8, stop=["\n\n"])
+        await first
+    # first: 4 + 1 (max_n); then 3 at once (the free slots), the other 5 as 4 + 1 (max_n)
+    assert sorted(_choices(server)) == [1, 1, 3, 4, 4]
+    assert server.stats()["responses_by_status"] == {"200": 5}  # no n was refused
+    assert _max_sequences(server) <= 8
+    assert len(result.choices) == 8
+    assert result.usage.policy_requests == 3

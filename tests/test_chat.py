@@ -3,6 +3,7 @@ assistant prefill, n limits, fan-out and top-ups, against the simulator."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -245,3 +246,35 @@ async def test_routed_solve_on_a_chat_only_policy_picks_whole_solution_and_says_
             assert all(c.config.strategy not in ("beam_search", "dvts") for c in result.why)
             assert "no beam search or DVTS for 'hosted-strong'" in result.explanation
     assert "completions" not in server.stats()["requests"]
+
+
+async def test_stream_is_for_completions_only(make_sim: MakeSim) -> None:
+    """A chat policy with ``stream = true`` sends plain requests (the simulator refuses a
+    streamed one with 400, which would turn n=4 into four single requests)."""
+    server = make_sim(dialect="openai", chat_only=True)
+    async with build_policy(chat_spec(server, stream=True)) as policy:
+        result = await policy.complete(policy.prompt(EASY), n=4)
+    assert len(result.choices) == 4 and result.usage.policy_requests == 1
+    assert [i["n"] for i in chats(server)] == [4]
+    assert server.stats()["responses_by_status"] == {"200": 1}
+
+
+async def test_chat_requests_spread_over_replicas(make_sim: MakeSim) -> None:
+    """Chat bodies go through each replica's own session, like completions."""
+    servers = [
+        make_sim(dialect="openai", chat_only=True, capacity={"base_latency_s": 0.3})
+        for _ in range(2)
+    ]
+    spec = PolicySpec(
+        name="hosted-strong",
+        base_urls=tuple(s.v1_url for s in servers),
+        model="sim-strong",
+        api="chat",
+        max_concurrency=1,
+    )
+    async with build_policy(spec) as policy:
+        prompt = policy.prompt(EASY)
+        results = await asyncio.gather(*(policy.complete(prompt, n=1) for _ in range(4)))
+    assert all(len(r.choices) == 1 for r in results)
+    served = [len(chats(s)) for s in servers]
+    assert sum(served) == 4 and min(served) >= 1  # one slot each: both replicas answer

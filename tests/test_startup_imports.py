@@ -1,0 +1,39 @@
+"""Start-up import trimming: building a router over a store and importing the endpoint
+clients leave scikit-learn, skops and the openai SDK unimported (``ratts serve`` start-up
+and ``ratts router show`` depend on it)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PROBE = """
+import sys, tempfile
+from ratts.endpoints import PolicyClient  # noqa: F401
+from ratts.router.router import Router
+from ratts.settings import Settings
+from ratts.store import open_store
+
+d = tempfile.mkdtemp()
+settings = Settings(db_url=f"sqlite:///{d}/runs.db", data_dir=d)
+router = Router(settings, open_store(settings.db_url))
+assert router.current().trained is None
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"sklearn", "skops", "openai"})
+print(",".join(heavy) or "none")
+"""
+
+
+def test_router_and_clients_do_not_import_sklearn_skops_or_openai(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "none"
