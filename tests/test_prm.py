@@ -23,8 +23,9 @@ from ratts.endpoints import (
 )
 from ratts.endpoints.policy import parse_completion
 from ratts.endpoints.prm import PRM
+from ratts.endpoints.prm_formats import qwen_prm_input, shepherd_prm_input
 from ratts.endpoints.prm_judge import judge_prompt, judge_score, score_from_top_logprobs
-from ratts.endpoints.prm_pooling import qwen_prm_input, server_root
+from ratts.endpoints.prm_pooling import server_root
 from ratts.errors import (
     BadResponseError,
     ConfigError,
@@ -56,16 +57,26 @@ async def sample_solutions(spec: PolicySpec, n: int) -> list[list[str]]:
 
 
 def test_qwen_prm_input_format() -> None:
+    # Qwen2.5-Math-PRM's model card: apply_chat_template(system, user = the bare query,
+    # assistant = steps joined and ended by <extra_0>), no generation prompt; the Qwen2.5
+    # template ends every turn with "<|im_end|>\n" (no "Problem: ", no <|endoftext|>).
     text = qwen_prm_input("What is 1+1?", ["1+1 = 2.", "The answer is \\boxed{2}."])
     assert text == (
         "<|im_start|>system\nPlease reason step by step, and put your final answer within "
-        "\\boxed{}.<|im_end|>\n<|im_start|>user\nProblem: What is 1+1?<|im_end|>\n"
+        "\\boxed{}.<|im_end|>\n<|im_start|>user\nWhat is 1+1?<|im_end|>\n"
         "<|im_start|>assistant\n1+1 = 2.<extra_0>The answer is \\boxed{2}.<extra_0>"
-        "<|im_end|><|endoftext|>"
+        "<|im_end|>\n"
     )
     # a step tag inside a step would shift every reward: it is dropped
     sneaky = qwen_prm_input("q", ["a <extra_0> b", "c"])
     assert sneaky.count("<extra_0>") == 2
+
+
+def test_shepherd_prm_input_format() -> None:
+    # Math-Shepherd's model card: f"{question} {output}" with "Step k: ... ки" lines
+    text = shepherd_prm_input("What is 1+1?", ["Step 1: 1+1 = 2.", "Step 2: \\boxed{2}"])
+    assert text == "What is 1+1? Step 1: 1+1 = 2. ки\nStep 2: \\boxed{2} ки"
+    assert shepherd_prm_input("q ки", ["a ки b", "c"]).count("ки") == 2
 
 
 def test_server_root_accepts_v1() -> None:
@@ -395,5 +406,5 @@ def test_build_prm_by_kind(sim: SimServer) -> None:
     assert isinstance(pooling, VllmPoolingPRM) and isinstance(judge, JudgePRM)
     assert isinstance(arith, ArithmeticPRM) and arith.name == "c"
     assert all(isinstance(p, PRM) for p in (pooling, judge, arith))
-    with pytest.raises(ConfigError, match="not available yet"):
+    with pytest.raises(ConfigError, match=r"^.*Qwen2.5-Math-PRM-7B is not a model folder"):
         build_prm(PRMSpec(name="t", kind="transformers", model="Qwen/Qwen2.5-Math-PRM-7B"))

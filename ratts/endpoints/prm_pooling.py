@@ -1,10 +1,15 @@
-"""VllmPoolingPRM: step rewards from a vLLM ``/pooling`` server (Qwen2.5-Math-PRM format).
+"""VllmPoolingPRM: step rewards from a vLLM ``/pooling`` server (``--runner pooling``).
 
-The PRM sees the question as the user turn and the solution as the assistant turn with one
-``<extra_0>`` token after every step; vLLM returns, per input, one ``[p_wrong, p_right]``
-pair per ``<extra_0>``, so step k's reward is ``data[i].data[k][1]``. Many candidates go in
-one request (``spec.batch_size``), and requests run concurrently up to
-``spec.max_concurrency``.
+Each candidate is rendered in the PRM's format (``prm_formats``: the Qwen2.5-Math-PRM chat
+template with ``<extra_0>`` after every step, or Math-Shepherd's `` ки``) and sent as text
+with ``task = token_classify``; vLLM's STEP pooler returns, per input, one row of class
+probabilities per step tag, and step k's reward is ``data[i].data[k][1]`` (the positive
+class: see ``prm_formats.POSITIVE_COLUMN``). Many candidates go in one request
+(``spec.batch_size``), and requests run concurrently up to ``spec.max_concurrency``.
+
+vLLM skips the prefix cache for token-classification requests (every position's output is
+needed), so re-scoring a beam's shared prefix costs a full prefill each time; see
+bench/prm_throughput.py.
 """
 
 from __future__ import annotations
@@ -16,26 +21,10 @@ import httpx
 
 from ratts.endpoints.pool import EndpointPool, MalformedResponse, RetryPolicy, gather_all
 from ratts.endpoints.prm import PRMResult
+from ratts.endpoints.prm_formats import FORMATS, POSITIVE_COLUMN
 from ratts.endpoints.usage import Usage
 from ratts.errors import ConfigError, InputError
 from ratts.settings import PRMSpec
-
-STEP_TAG = "<extra_0>"
-SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
-
-
-def qwen_prm_input(question: str, steps: Sequence[str]) -> str:
-    """The Qwen2.5-Math-PRM text for one candidate: one step tag after each step.
-
-    Step tags inside the text itself are dropped so the number of rewards always equals the
-    number of steps.
-    """
-    solution = "".join(step.replace(STEP_TAG, "").strip() + STEP_TAG for step in steps)
-    return (
-        f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n"
-        f"<|im_start|>user\nProblem: {question.replace(STEP_TAG, '').strip()}<|im_end|>\n"
-        f"<|im_start|>assistant\n{solution}<|im_end|><|endoftext|>"
-    )
 
 
 def server_root(base_url: str) -> str:
@@ -47,9 +36,9 @@ def server_root(base_url: str) -> str:
 
 
 def _reward(pair: object, where: str) -> float:
-    if not isinstance(pair, list) or len(pair) < 2:
+    if not isinstance(pair, list) or len(pair) <= POSITIVE_COLUMN:
         raise MalformedResponse(f"{where}: expected a [p_wrong, p_right] pair")
-    value = pair[1]
+    value = pair[POSITIVE_COLUMN]
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         raise MalformedResponse(f"{where}: reward is not a number")
     return min(1.0, max(0.0, float(value)))
@@ -102,6 +91,7 @@ class VllmPoolingPRM:
             raise ConfigError(f"PRM {spec.name!r} needs base_url and model")
         self.spec = spec
         self.name = spec.name
+        self.format = FORMATS[spec.format or "qwen2.5-math-prm"]
         self.url = f"{server_root(spec.base_url)}/pooling"
         headers = {}
         key = spec.api_key()
@@ -143,8 +133,10 @@ class VllmPoolingPRM:
     async def _score_batch(
         self, question: str, batch: Sequence[Sequence[str]]
     ) -> tuple[list[list[float]], Usage]:
-        texts = [qwen_prm_input(question, steps) for steps in batch]
-        payload = {"model": self.spec.model, "input": texts}
+        texts = [self.format.render(question, steps) for steps in batch]
+        # token_classify: a Math-Shepherd model served with --convert classify also offers
+        # (sequence) classify, which a request without a task could get.
+        payload = {"model": self.spec.model, "input": texts, "task": "token_classify"}
         counts = [len(steps) for steps in batch]
 
         async def attempt() -> tuple[list[list[float]], int | None]:
