@@ -20,7 +20,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ratts.errors import ConfigError
 from ratts.settings import PRMFormatName
@@ -118,3 +118,27 @@ def shepherd_prm_input(question: str, steps: Sequence[str]) -> str:
     """The Math-Shepherd text for one candidate: ``question step1 ки\\nstep2 ки``."""
     solution = "\n".join(f"{_clean(step, SHEPHERD_STEP_TAG)} {SHEPHERD_STEP_TAG}" for step in steps)
     return f"{_clean(question, SHEPHERD_STEP_TAG)} {solution}"
+
+
+def step_tag_id(tokenizer: Any, fmt: PRMFormat) -> int:
+    """The id of the format's step tag; PRMFolderError if it is not one token."""
+    ids = tokenizer(fmt.step_tag, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise PRMFolderError(f"the tokenizer has no token for the step tag {fmt.step_tag!r}")
+    tag = int(ids[-1])  # a sentencepiece tokenizer may put a space marker first
+    if str(tokenizer.convert_ids_to_tokens(tag)).lstrip("▁Ġ") != fmt.step_tag:
+        raise PRMFolderError(
+            f"the tokenizer splits the step tag {fmt.step_tag!r}; this is not a {fmt.name} PRM"
+        )
+    return tag
+
+
+def shepherd_token_ids(tokenizer: Any, fmt: PRMFormat) -> tuple[int, int]:
+    """Ids of the good and bad tokens, as Math-Shepherd picks them (last id of each)."""
+    found: list[int] = []
+    for token in (fmt.good_token, fmt.bad_token):
+        ids = tokenizer(token or "", add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise PRMFolderError(f"the tokenizer has no token for {token!r}")
+        found.append(int(ids[-1]))
+    return found[0], found[1]

@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from ratts.endpoints.prm import PRMResult
-from ratts.endpoints.prm_formats import PRMFolderError, PRMFormat, detect_format
+from ratts.endpoints.prm_formats import (
+    PRMFolderError,
+    PRMFormat,
+    detect_format,
+    shepherd_token_ids,
+    step_tag_id,
+)
 from ratts.endpoints.usage import Usage
 from ratts.errors import ConfigError, InputError
 from ratts.settings import PRMSpec
@@ -221,27 +227,3 @@ class TransformersPRM:
             positive = torch.softmax(logits.float(), dim=-1)[:, self._positive]
         counts = at_tags.sum(dim=1).tolist()
         return [part.tolist() for part in torch.split(positive.cpu(), counts)]
-
-
-def step_tag_id(tokenizer: PreTrainedTokenizerBase, fmt: PRMFormat) -> int:
-    """The id of the format's step tag; PRMFolderError if it is not one token."""
-    ids = tokenizer(fmt.step_tag, add_special_tokens=False)["input_ids"]
-    if not ids:
-        raise PRMFolderError(f"the tokenizer has no token for the step tag {fmt.step_tag!r}")
-    tag = int(ids[-1])  # a sentencepiece tokenizer may put a space marker first
-    if str(tokenizer.convert_ids_to_tokens(tag)).lstrip("▁Ġ") != fmt.step_tag:
-        raise PRMFolderError(
-            f"the tokenizer splits the step tag {fmt.step_tag!r}; this is not a {fmt.name} PRM"
-        )
-    return tag
-
-
-def shepherd_token_ids(tokenizer: PreTrainedTokenizerBase, fmt: PRMFormat) -> tuple[int, int]:
-    """Ids of the good and bad tokens, as Math-Shepherd picks them (last id of each)."""
-    found: list[int] = []
-    for token in (fmt.good_token, fmt.bad_token):
-        ids = tokenizer(token or "", add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise PRMFolderError(f"the tokenizer has no token for {token!r}")
-        found.append(int(ids[-1]))
-    return found[0], found[1]

@@ -197,7 +197,9 @@ def read_record(name: str, base: Path | None = None) -> ServerInfo | None:
 
 
 def running_servers(base: Path | None = None) -> list[ServerInfo]:
-    found = (read_record(name, base) for name in known_names())
+    """Every live recorded server: local policy models and PRM servers (``serve_prm``)."""
+    names = {*known_names(), *(p.stem for p in run_dir(base).glob("*.json"))}
+    found = (read_record(name, base) for name in sorted(names))
     return [s for s in found if s is not None]
 
 
@@ -376,10 +378,11 @@ def _kill_group(pgid: int, grace_s: float) -> None:
 
 
 def stop_server(name: str, *, base: Path | None = None, grace_s: float = 20.0) -> ServerInfo | None:
-    """Stop the server recorded for ``name``; returns what was stopped (None if none ran)."""
-    get_model(name)
+    """Stop the server recorded for ``name`` (a local model or a served PRM); returns what
+    was stopped (None if none ran). UnknownModelError for a name that is neither."""
     info = read_record(name, base)
     if info is None:
+        get_model(name)
         return None
     _kill_group(info.pid, grace_s)
     pid_file(name, base).unlink(missing_ok=True)
