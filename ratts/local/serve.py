@@ -28,7 +28,7 @@ import httpx
 from ratts.errors import RattsError
 from ratts.local.prepare import PreparedModel, data_dir, read_prepared, require_prepared
 from ratts.local.prompts import prompt_template
-from ratts.local.registry import get_model, known_names
+from ratts.local.registry import MODELS, UnknownModelError, get_model, known_names
 from ratts.settings import PolicySpec
 
 DEFAULT_HOST = "127.0.0.1"
@@ -382,8 +382,12 @@ def stop_server(name: str, *, base: Path | None = None, grace_s: float = 20.0) -
     was stopped (None if none ran). UnknownModelError for a name that is neither."""
     info = read_record(name, base)
     if info is None:
-        get_model(name)
-        return None
+        if name in MODELS:
+            return None
+        raise UnknownModelError(
+            f"no server named {name!r} is running (local models: {', '.join(MODELS)}; "
+            "a PRM server goes by its served name)"
+        )
     _kill_group(info.pid, grace_s)
     pid_file(name, base).unlink(missing_ok=True)
     if _group_alive(info.pid):
