@@ -91,6 +91,12 @@ class PRMSpec(BaseModel):
     max_context: int | None = Field(
         default=None, ge=16, description="tokens per input; longer questions are cut from the left"
     )
+    api: Literal["completions", "chat"] = Field(
+        default="completions", description="judge: the OpenAI-compatible API it speaks"
+    )
+    judge_samples: int = Field(
+        default=0, ge=0, le=64, description="judge without logprobs: verdicts sampled per step"
+    )
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
 
