@@ -135,3 +135,18 @@ async def test_a_server_of_another_format_gives_the_wrong_rows(served: Served) -
     async with VllmPoolingPRM(spec) as remote:
         with pytest.raises(BadResponseError, match="candidate 0 has 3 steps but 0 rewards"):
             await remote.score(QUESTION, [TARGET])
+
+
+async def test_a_long_question_is_cut_the_same_way_by_both(
+    served: Served, local: TransformersPRM
+) -> None:
+    long_question = "Long preamble word " * 200 + "How many pencils are left?"
+    assert served.spec.max_context == local.context == 512
+    async with VllmPoolingPRM(served.spec) as remote:
+        theirs = await remote.score(long_question, [TARGET, TARGET[:1]])
+    ours = await local.score(long_question, [TARGET, TARGET[:1]])
+    assert theirs.usage.prm_truncated == ours.usage.prm_truncated == 2
+    assert theirs.usage.prm_tokens == ours.usage.prm_tokens <= 2 * 512
+    assert [len(s) for s in theirs.scores] == [3, 1]  # every step kept
+    for a, b in zip(theirs.scores, ours.scores, strict=True):
+        assert a == pytest.approx(b, abs=1e-4)

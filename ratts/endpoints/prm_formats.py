@@ -17,7 +17,7 @@ functions, so the two see byte-identical inputs and their scores can be compared
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -118,6 +118,20 @@ def shepherd_prm_input(question: str, steps: Sequence[str]) -> str:
     """The Math-Shepherd text for one candidate: ``question step1 ки\\nstep2 ки``."""
     solution = "\n".join(f"{_clean(step, SHEPHERD_STEP_TAG)} {SHEPHERD_STEP_TAG}" for step in steps)
     return f"{_clean(question, SHEPHERD_STEP_TAG)} {solution}"
+
+
+def left_cuts(question_tokens: int, total: int, context: int) -> Generator[int, int, None]:
+    """How many leading question tokens to drop, in turn, until a candidate fits ``context``.
+
+    The one truncation rule of both backends: cut from the left of the question, never a
+    step. Yields a cut; the caller renders the shortened question, counts its tokens and
+    sends the count back (re-tokenizing at the cut can shift a token or two, so the next
+    cut drops a little more). Ends when even the whole question would not be enough.
+    """
+    excess = total - context
+    while excess < question_tokens:
+        total = yield excess
+        excess += max(1, total - context)
 
 
 def step_tag_id(tokenizer: Any, fmt: PRMFormat) -> int:

@@ -7,6 +7,12 @@ probabilities per step tag, and step k's reward is ``data[i].data[k][1]`` (the p
 class: see ``prm_formats.POSITIVE_COLUMN``). Many candidates go in one request
 (``spec.batch_size``), and requests run concurrently up to ``spec.max_concurrency``.
 
+With ``spec.max_context`` set (``ratts models serve-prm`` writes it), a candidate that might
+not fit (more UTF-8 bytes than context tokens) is counted with the server's ``/tokenize``
+and its question cut from the left with ``/detokenize``, by the same rule as TransformersPRM
+(``prm_formats.left_cuts``); ``usage.prm_truncated`` counts them. Without it, vLLM answers
+an over-long input with HTTP 400, a one-line EndpointError.
+
 vLLM skips the prefix cache for token-classification requests (every position's output is
 needed), so re-scoring a beam's shared prefix costs a full prefill each time; see
 bench/prm_throughput.py.
@@ -21,7 +27,7 @@ import httpx
 
 from ratts.endpoints.pool import EndpointPool, MalformedResponse, RetryPolicy, gather_all
 from ratts.endpoints.prm import PRMResult
-from ratts.endpoints.prm_formats import FORMATS, POSITIVE_COLUMN
+from ratts.endpoints.prm_formats import FORMATS, POSITIVE_COLUMN, left_cuts
 from ratts.endpoints.usage import Usage
 from ratts.errors import ConfigError, InputError
 from ratts.settings import PRMSpec
@@ -92,7 +98,8 @@ class VllmPoolingPRM:
         self.spec = spec
         self.name = spec.name
         self.format = FORMATS[spec.format or "qwen2.5-math-prm"]
-        self.url = f"{server_root(spec.base_url)}/pooling"
+        self.root = server_root(spec.base_url)
+        self.url = f"{self.root}/pooling"
         headers = {}
         key = spec.api_key()
         if key != "EMPTY":
@@ -133,7 +140,7 @@ class VllmPoolingPRM:
     async def _score_batch(
         self, question: str, batch: Sequence[Sequence[str]]
     ) -> tuple[list[list[float]], Usage]:
-        texts = [self.format.render(question, steps) for steps in batch]
+        texts, truncated = await self._fit(question, batch)
         # token_classify: a Math-Shepherd model served with --convert classify also offers
         # (sequence) classify, which a request without a task could get.
         payload = {"model": self.spec.model, "input": texts, "task": "token_classify"}
@@ -155,11 +162,76 @@ class VllmPoolingPRM:
         usage = Usage(
             prm_tokens=tokens,
             prm_requests=1,
+            prm_truncated=truncated,
             flops=2.0 * self.spec.params * tokens,
             dollars=tokens * self.spec.usd_per_mtok / 1e6,
             request_seconds=timed.seconds,
         )
         return scores, usage
+
+    async def _fit(self, question: str, batch: Sequence[Sequence[str]]) -> tuple[list[str], int]:
+        """The batch's texts, each cut to ``spec.max_context`` tokens; and how many were cut."""
+        texts = [self.format.render(question, steps) for steps in batch]
+        context = self.spec.max_context
+        if context is None:
+            return texts, 0
+        truncated = 0
+        q_ids: list[int] | None = None
+        for k, steps in enumerate(batch):
+            if len(texts[k].encode()) <= context:  # a token is at least one byte
+                continue
+            total = len(await self._tokenize(texts[k]))
+            if total <= context:
+                continue
+            if q_ids is None:
+                q_ids = await self._tokenize(question.strip(), special=False)
+            cuts = left_cuts(len(q_ids), total, context)
+            try:
+                cut = next(cuts)
+                while True:
+                    shorter = await self._detokenize(q_ids[cut:])
+                    text = self.format.render(shorter, steps)
+                    total = len(await self._tokenize(text))
+                    if total <= context and shorter.strip():
+                        texts[k], truncated = text, truncated + 1
+                        break
+                    cut = cuts.send(total if shorter.strip() else context + 1)
+            except StopIteration:
+                raise InputError(
+                    f"PRM {self.name!r}: the steps alone do not fit its context of {context} "
+                    "tokens, even with the question cut away"
+                ) from None
+        return texts, truncated
+
+    async def _tokenize(self, text: str, *, special: bool = True) -> list[int]:
+        body = await self._call_json(
+            "/tokenize", {"model": self.spec.model, "prompt": text, "add_special_tokens": special}
+        )
+        tokens = body.get("tokens")
+        if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
+            raise MalformedResponse("no 'tokens' list in the /tokenize response")
+        return tokens
+
+    async def _detokenize(self, tokens: list[int]) -> str:
+        body = await self._call_json("/detokenize", {"model": self.spec.model, "tokens": tokens})
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            raise MalformedResponse("no 'prompt' in the /detokenize response")
+        return prompt
+
+    async def _call_json(self, path: str, payload: dict[str, object]) -> dict[str, object]:
+        async def attempt() -> dict[str, object]:
+            response = await self._http.post(f"{self.root}{path}", json=payload)
+            response.raise_for_status()
+            try:
+                body = response.json()
+            except ValueError as exc:
+                raise MalformedResponse("body is not valid JSON", retryable=True) from exc
+            if not isinstance(body, dict):
+                raise MalformedResponse(f"{path} answered with no JSON object")
+            return body
+
+        return (await self._pool.call(attempt)).value
 
     async def aclose(self) -> None:
         await self._http.aclose()

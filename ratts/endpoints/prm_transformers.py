@@ -28,6 +28,7 @@ from ratts.endpoints.prm_formats import (
     PRMFolderError,
     PRMFormat,
     detect_format,
+    left_cuts,
     shepherd_token_ids,
     step_tag_id,
 )
@@ -179,18 +180,20 @@ class TransformersPRM:
         if len(ids) <= self.context:
             return _Encoded(ids, truncated=False)
         q_ids = self._ids_plain(question.strip())
-        excess = len(ids) - self.context
-        # Re-tokenizing at the cut can shift a token or two: drop a little more until it fits.
-        while excess < len(q_ids):
-            cut = str(self.tokenizer.decode(q_ids[excess:]))
-            ids = self._ids(self.format.render(cut, steps))
-            if len(ids) <= self.context and cut.strip():
-                return _Encoded(ids, truncated=True)
-            excess += max(1, len(ids) - self.context)
-        raise InputError(
-            f"PRM {self.name!r}: the steps alone do not fit its context of {self.context} "
-            "tokens, even with the question cut away"
-        )
+        cuts = left_cuts(len(q_ids), len(ids), self.context)
+        try:
+            cut = next(cuts)
+            while True:
+                shorter = str(self.tokenizer.decode(q_ids[cut:]))
+                ids = self._ids(self.format.render(shorter, steps))
+                if len(ids) <= self.context and shorter.strip():
+                    return _Encoded(ids, truncated=True)
+                cut = cuts.send(len(ids) if shorter.strip() else self.context + 1)
+        except StopIteration:
+            raise InputError(
+                f"PRM {self.name!r}: the steps alone do not fit its context of {self.context} "
+                "tokens, even with the question cut away"
+            ) from None
 
     def _ids_plain(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
