@@ -25,7 +25,7 @@ from ratts.endpoints.prm_transformers import (  # noqa: E402
 )
 from ratts.errors import InputError  # noqa: E402
 from ratts.local.tiny_prm import build_tiny_prm  # noqa: E402
-from ratts.settings import PRMSpec  # noqa: E402
+from ratts.settings import PolicySpec, PRMSpec  # noqa: E402
 
 QUESTION = "Tom has 3 boxes of 12 pencils and gives away 7. How many pencils are left?"
 TARGET = ["3 * 12 = 36 pencils in total.", "36 - 7 = 29.", "The answer is \\boxed{29}."]
@@ -259,3 +259,27 @@ def test_a_folder_that_is_not_a_prm(tmp_path: Path, qwen_dir: Path) -> None:
 def test_factory_builds_a_transformers_prm(qwen_dir: Path) -> None:
     prm = build_prm(spec_for(qwen_dir))
     assert isinstance(prm, TransformersPRM) and prm.name == "tiny"
+
+
+async def test_beam_search_on_the_sim_policy_with_the_in_process_prm(
+    qwen_dir: Path, weak_policy_spec: PolicySpec
+) -> None:
+    """A real strategy run end to end: every candidate step gets a tiny-PRM score, and a
+    question cut to fit the PRM's context shows in the Outcome's usage."""
+    from ratts.endpoints.policy import PolicyClient
+    from ratts.strategies import get_strategy
+    from ratts.types import Problem, StrategyParams
+
+    question = "Please think about it. " * 40 + QUESTION
+    prm = TransformersPRM(spec_for(qwen_dir, max_context=500, params=1e6))
+    params = StrategyParams(n=4, beam_width=2, max_steps=3, seed=3)
+    async with PolicyClient(weak_policy_spec) as policy:
+        outcome = await get_strategy("beam_search").run(
+            Problem(id="p", question=question), policy, prm, params
+        )
+    scored = [c for c in outcome.candidates if c.steps]
+    assert scored and all(len(c.step_scores) == len(c.steps) for c in scored)
+    assert all(0.0 <= s <= 1.0 for c in scored for s in c.step_scores)
+    assert outcome.usage.prm_requests >= 2 and outcome.usage.prm_tokens > 0
+    assert outcome.usage.prm_truncated > 0
+    assert outcome.usage.flops >= 2 * 1e6 * outcome.usage.prm_tokens
