@@ -58,7 +58,7 @@ def prepare_cmd(
 
 @app.command("list")
 def list_cmd() -> None:
-    """Known local models, which are prepared, and which are being served."""
+    """Known local models, which are prepared, and which are being served (PRMs too)."""
     prepared = {p.name: p for p in list_prepared()}
     served = {s.name: s for s in running_servers()}
     table = Table(title="local models")
@@ -73,6 +73,11 @@ def list_cmd() -> None:
             str(p.path) if p else "no",
             f"{s.base_url} (pid {s.pid})" if s else "no",
         )
+    for name, s in served.items():
+        if name not in MODELS:  # a PRM folder served by serve-prm
+            table.add_row(
+                name, "PRM (serve-prm)", "-", str(s.model_dir), f"{s.base_url} (pid {s.pid})"
+            )
     console.print(table)
 
 
