@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -105,7 +106,7 @@ class TransformersPRM:
         self.context = spec.max_context or int(config.get("max_position_embeddings", 4096))
         pad = self.tokenizer.pad_token_id
         self._pad_id = int(pad if pad is not None else self.tokenizer.eos_token_id or 0)
-        self._lock = asyncio.Lock()
+        self._lock = threading.Lock()  # one scoring at a time: torch already uses every core
 
     def _load(self, folder: Path) -> nn.Module:
         """Tokenizer, body and head of the folder's format (ids checked before weights)."""
@@ -132,11 +133,14 @@ class TransformersPRM:
         """Rewards for every step of every candidate; a candidate with no steps gets []."""
         if not question.strip():
             raise InputError("cannot score steps for an empty question")
-        async with self._lock:
-            return await asyncio.to_thread(self.score_sync, question, candidates)
+        return await asyncio.to_thread(self.score_sync, question, candidates)
 
     def score_sync(self, question: str, candidates: Sequence[Sequence[str]]) -> PRMResult:
         """The blocking work of ``score`` (also used by benchmarks)."""
+        with self._lock:
+            return self._score(question, candidates)
+
+    def _score(self, question: str, candidates: Sequence[Sequence[str]]) -> PRMResult:
         started = time.perf_counter()
         todo = [i for i, steps in enumerate(candidates) if len(steps) > 0]
         encoded = {i: self._encode(question, candidates[i]) for i in todo}
