@@ -2,8 +2,9 @@
 
 Each tiny PRM (random weights, built locally) is served by ``ratts models serve-prm`` (vLLM's
 pooling runner with the STEP pooler for its format), and the same inputs are scored in
-process. The test holds the machine-wide vLLM lock itself while a server runs, so run it
-WITHOUT an outer ``flock``: ``pytest -m real tests/test_prm_vllm.py``.
+process. The test holds the machine-wide vLLM lock itself while a server runs (run it
+WITHOUT an outer ``flock``: ``pytest -m real tests/test_prm_vllm.py``), unless
+``RATTS_VLLM_LOCK_HELD=1`` says the caller already holds it.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class Served:
 
 @pytest.fixture(scope="module")
 def vllm_lock() -> Iterator[None]:
+    if os.environ.get("RATTS_VLLM_LOCK_HELD") == "1":
+        yield
+        return
     with LOCK.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # vLLM-CPU takes both cores: one server at a time
         try:
