@@ -180,7 +180,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "what": "PRM scoring throughput, tiny random Qwen2.5-Math-PRM-shaped model, float32",
         "model": {"hidden_size": args.hidden, "layers": 2, "parameters": params},
-        "machine": {"cpus": _cpus(), "platform": platform.platform()},
+        "machine": {"cpus": _cpus(), "platform": platform.platform(), "load": os.getloadavg()},
+        "torch_threads": args.torch_threads,
         "vllm_startup_s": round(startup_s, 1),
         "throughput": rows,
         "growing_beam": beam,
@@ -196,7 +197,11 @@ def _cpus() -> int:
 
 
 def report(data: dict[str, Any]) -> None:
-    print(f"tiny PRM ({data['model']['parameters']:.0f} params), {data['machine']['cpus']} CPUs")
+    machine = data["machine"]
+    print(
+        f"tiny PRM ({data['model']['parameters']:.0f} params), {machine['cpus']} CPUs, "
+        f"load {machine['load'][0]:.1f}, torch threads {data['torch_threads']}"
+    )
     print(f"{'backend':14} {'batch':>5} {'tokens':>7} {'median s':>9} {'cand/s':>8} {'tok/s':>9}")
     for r in data["throughput"]:
         print(
@@ -220,8 +225,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="steps per candidate")
     parser.add_argument("--depths", type=int, default=10, help="growing-beam depths")
     parser.add_argument("--hidden", type=int, default=128, help="tiny model hidden size")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch threads for TransformersPRM (on a busy 2-core box, 2 OpenMP threads thrash)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
     data = asyncio.run(run(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
