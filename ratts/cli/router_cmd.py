@@ -17,18 +17,12 @@ from rich.console import Console
 from rich.table import Table
 
 from ratts.cli.db_cmd import SettingsOption, UrlOption
+from ratts.cli.sweep_cmd import wide_stdout
 from ratts.errors import ConfigError
 from ratts.settings import load_settings
 
 app = typer.Typer(no_args_is_help=True)
 _err = Console(stderr=True)
-
-
-def _stdout() -> Console:
-    console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 160)
-    return console
 
 
 @app.callback()
@@ -50,8 +44,7 @@ def probe(
 ) -> None:
     """Probe every problem of DATASET once and log the features (resumable)."""
     from ratts.endpoints.factory import build_policy, build_prm
-    from ratts.orchestrator.sweep import load_problems
-    from ratts.router.train import collect_probes
+    from ratts.orchestrator.sweep import collect_probes, load_problems
     from ratts.store import open_store
 
     cfg = load_settings(settings)
@@ -146,7 +139,7 @@ def show(
             f"{m['holdout_auc']:.3f}" if "holdout_auc" in m else "-",
             str(r["artifact_path"]),
         )
-    _stdout().print(table)
+    wide_stdout().print(table)
 
 
 @app.command()
@@ -187,7 +180,8 @@ def eval_(
     """Held-out comparison at matched mean compute: router, best fixed config, oracle
     difficulty bins (paper rule), per-problem oracle, majority vote."""
     from ratts.router import ProbeSpec
-    from ratts.router.evaluate import EvalConfig, evaluate, format_table, plot_curves
+    from ratts.router.evaluate import EvalConfig, evaluate
+    from ratts.router.report import format_table, plot_curves
     from ratts.router.train import records_from_store
     from ratts.store import open_store
 

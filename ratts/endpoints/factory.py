@@ -33,4 +33,6 @@ def build_prm(spec: PRMSpec, *, retry: RetryPolicy | None = None) -> PRM:
         from ratts.endpoints.prm_transformers import TransformersPRM
 
         return TransformersPRM(spec)
-    raise ConfigError(f"PRM {spec.name!r}: unknown kind {spec.kind!r}")
+    raise ConfigError(
+        f"PRM {spec.name!r}: unknown kind {spec.kind!r}", endpoint=spec.name, role="PRM"
+    )

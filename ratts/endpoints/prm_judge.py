@@ -8,23 +8,20 @@ among them; with ``judge_samples = 0`` the greedy answer's text decides (1, 0, o
 neither). The prompt puts the question and earlier steps first so a prefix cache is reused
 across the steps of one candidate.
 
-``spec.api = "completions"`` goes through PolicyClient; ``"chat"`` posts the prompt as one
-user message to ``/chat/completions`` and reads ``logprobs.content[0].top_logprobs``.
+The judge is a PolicyClient like any policy (``spec.api`` picks completions or chat; over
+chat the prompt is one user message and logprobs come from ``logprobs.content``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
-import httpx
-
+from ratts.endpoints.closing import AsyncClosing
 from ratts.endpoints.policy import Choice, PolicyClient
-from ratts.endpoints.pool import EndpointPool, MalformedResponse, RetryPolicy, gather_all
-from ratts.endpoints.prm import PRMResult
+from ratts.endpoints.pool import RetryPolicy, gather_all
+from ratts.endpoints.prm import PRMResult, check_question, served_at
 from ratts.endpoints.usage import Usage, sum_usage
-from ratts.errors import ConfigError, InputError
 from ratts.settings import PolicySpec, PRMSpec
 
 TOP_LOGPROBS = 5
@@ -102,134 +99,24 @@ def sampled_score(choices: Sequence[Choice]) -> float:
     return yes / (yes + no) if yes + no else NEUTRAL
 
 
-def parse_chat(body: object, n: int) -> tuple[list[Choice], int | None, int | None]:
-    """Choices (message text, first-token top logprobs) and token counts of a chat body."""
-    if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
-        raise MalformedResponse("no 'choices' list in the chat response")
-    raw = body["choices"]
-    if len(raw) != n:
-        raise MalformedResponse(f"asked for {n} choices, got {len(raw)}")
-    choices: list[Choice] = []
-    for position, item in enumerate(raw):
-        message = item.get("message") if isinstance(item, dict) else None
-        content = message.get("content") if isinstance(message, dict) else None
-        if not isinstance(content, str):
-            raise MalformedResponse(f"choice {position} has no message content")
-        finish = item.get("finish_reason")
-        choices.append(
-            Choice(
-                text=content,
-                finish_reason=finish if isinstance(finish, str) else "stop",
-                logprobs=_chat_logprobs(item.get("logprobs")),
-            )
-        )
-    usage = body.get("usage")
-    return choices, _tokens(usage, "prompt_tokens"), _tokens(usage, "completion_tokens")
-
-
-def _tokens(usage: object, key: str) -> int | None:
-    value = usage.get(key) if isinstance(usage, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _chat_logprobs(raw: object) -> tuple[Mapping[str, float], ...] | None:
-    """``{"content": [{"top_logprobs": [{"token", "logprob"}, ...]}, ...]}`` -> per-token maps."""
-    content = raw.get("content") if isinstance(raw, dict) else None
-    if not isinstance(content, list) or not content:
-        return None
-    out: list[Mapping[str, float]] = []
-    for entry in content:
-        top = entry.get("top_logprobs") if isinstance(entry, dict) else None
-        out.append(
-            {
-                str(alt["token"]): float(alt["logprob"])
-                for alt in (top if isinstance(top, list) else [])
-                if isinstance(alt, dict)
-                and "token" in alt
-                and isinstance(alt.get("logprob"), int | float)
-                and not isinstance(alt.get("logprob"), bool)
-            }
-        )
-    return tuple(out)
-
-
-class _ChatJudge:
-    """The judge's calls over ``/chat/completions`` (one user message per step)."""
-
-    def __init__(self, spec: PRMSpec, retry: RetryPolicy | None) -> None:
-        assert spec.base_url is not None
-        self.spec = spec
-        self.url = f"{spec.base_url.rstrip('/')}/chat/completions"
-        headers = {}
-        key = spec.api_key()
-        if key != "EMPTY":
-            headers["Authorization"] = f"Bearer {key}"
-        self._http = httpx.AsyncClient(timeout=spec.timeout_s, headers=headers)
-        self._pool = EndpointPool(
-            who=f"PRM {spec.name!r}",
-            url=self.url,
-            max_concurrency=spec.max_concurrency,
-            max_retries=spec.max_retries,
-            timeout_s=spec.timeout_s,
-            retry=retry,
-        )
-
-    async def ask(
-        self, prompt: str, *, n: int, temperature: float, max_tokens: int, logprobs: bool
-    ) -> tuple[list[Choice], Usage]:
-        payload: dict[str, Any] = {
-            "model": self.spec.model,
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "n": n,
-        }
-        if logprobs:
-            payload |= {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
-
-        async def attempt() -> tuple[list[Choice], int | None, int | None]:
-            response = await self._http.post(self.url, json=payload)
-            response.raise_for_status()
-            try:
-                body = response.json()
-            except ValueError as exc:
-                raise MalformedResponse("body is not valid JSON", retryable=True) from exc
-            return parse_chat(body, n)
-
-        timed = await self._pool.call(attempt)
-        choices, prompt_tokens, completion_tokens = timed.value
-        usage = Usage(
-            policy_prompt_tokens=prompt_tokens if prompt_tokens is not None else len(prompt) // 4,
-            policy_completion_tokens=(
-                completion_tokens
-                if completion_tokens is not None
-                else sum(len(c.text) // 4 + 1 for c in choices)
-            ),
-            policy_requests=1,
-            request_seconds=timed.seconds,
-        )
-        return choices, usage
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-
-class JudgePRM:
+class JudgePRM(AsyncClosing):
     """A PRM that asks a completions or chat model, step by step, whether each step is right."""
 
     def __init__(self, spec: PRMSpec, *, retry: RetryPolicy | None = None) -> None:
-        if not spec.base_url or not spec.model:
-            raise ConfigError(f"PRM {spec.name!r} needs base_url and model")
+        base_url, model = served_at(spec)
         self.spec = spec
         self.name = spec.name
-        self._chat = _ChatJudge(spec, retry) if spec.api == "chat" else None
-        # The judge is a completions endpoint like any policy; prices and FLOPs are the
-        # PRM's own, so the PolicySpec's are placeholders and usage is recomputed below.
+        self._chat = spec.api == "chat"
+        # The judge is an endpoint like any policy; prices and FLOPs are the PRM's own, so
+        # the PolicySpec's are placeholders and usage is recomputed below. Over chat the
+        # whole judge prompt is the user message.
         self._client = PolicyClient(
             PolicySpec(
                 name=spec.name,
-                base_url=spec.base_url,
-                model=spec.model,
+                base_url=base_url,
+                model=model,
+                api=spec.api,
+                user_template="{question}",
                 api_key_env=spec.api_key_env,
                 max_concurrency=spec.max_concurrency,
                 timeout_s=spec.timeout_s,
@@ -242,12 +129,8 @@ class JudgePRM:
     async def _ask(
         self, prompt: str, *, n: int, temperature: float, max_tokens: int, logprobs: bool
     ) -> tuple[list[Choice], Usage]:
-        if self._chat is not None:
-            return await self._chat.ask(
-                prompt, n=n, temperature=temperature, max_tokens=max_tokens, logprobs=logprobs
-            )
         result = await self._client.complete(
-            prompt,
+            self._client.prompt(prompt) if self._chat else prompt,
             n=n,
             max_tokens=max_tokens,
             temperature=temperature,
@@ -278,8 +161,7 @@ class JudgePRM:
         """One judge request per step (plus one sampling request per step when the server
         gives no logprobs and ``judge_samples`` > 0), all concurrent up to
         ``max_concurrency``."""
-        if not question.strip():
-            raise InputError("cannot score steps for an empty question")
+        check_question(question)
         jobs = [
             (i, k, judge_prompt(question, steps[:k], step))
             for i, steps in enumerate(candidates)
@@ -302,11 +184,3 @@ class JudgePRM:
 
     async def aclose(self) -> None:
         await self._client.aclose()
-        if self._chat is not None:
-            await self._chat.aclose()
-
-    async def __aenter__(self) -> JudgePRM:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()

@@ -25,11 +25,12 @@ from collections.abc import Sequence
 
 import httpx
 
+from ratts.endpoints.closing import AsyncClosing
 from ratts.endpoints.pool import EndpointPool, MalformedResponse, RetryPolicy, gather_all
-from ratts.endpoints.prm import PRMResult
+from ratts.endpoints.prm import PRMResult, check_question, served_at
 from ratts.endpoints.prm_formats import FORMATS, POSITIVE_COLUMN, left_cuts
 from ratts.endpoints.usage import Usage
-from ratts.errors import ConfigError, InputError
+from ratts.errors import InputError
 from ratts.settings import PRMSpec
 
 
@@ -89,16 +90,15 @@ def parse_pooling(body: object, step_counts: Sequence[int]) -> tuple[list[list[f
     return scores, tokens
 
 
-class VllmPoolingPRM:
+class VllmPoolingPRM(AsyncClosing):
     """A process reward model served by vLLM's ``/pooling`` endpoint."""
 
     def __init__(self, spec: PRMSpec, *, retry: RetryPolicy | None = None) -> None:
-        if not spec.base_url or not spec.model:
-            raise ConfigError(f"PRM {spec.name!r} needs base_url and model")
+        base_url, _ = served_at(spec)
         self.spec = spec
         self.name = spec.name
         self.format = FORMATS[spec.format or "qwen2.5-math-prm"]
-        self.root = server_root(spec.base_url)
+        self.root = server_root(base_url)
         self.url = f"{self.root}/pooling"
         headers = {}
         key = spec.api_key()
@@ -110,19 +110,11 @@ class VllmPoolingPRM:
             max_connections=spec.max_concurrency, max_keepalive_connections=spec.max_concurrency
         )
         self._http = httpx.AsyncClient(timeout=spec.timeout_s, headers=headers, limits=limits)
-        self._pool = EndpointPool(
-            who=f"PRM {spec.name!r}",
-            url=self.url,
-            max_concurrency=spec.max_concurrency,
-            max_retries=spec.max_retries,
-            timeout_s=spec.timeout_s,
-            retry=retry,
-        )
+        self._pool = EndpointPool.for_spec("PRM", spec, self.url, retry)
 
     async def score(self, question: str, candidates: Sequence[Sequence[str]]) -> PRMResult:
         """Rewards for every step of every candidate; empty candidates get no scores."""
-        if not question.strip():
-            raise InputError("cannot score steps for an empty question")
+        check_question(question)
         scored = [i for i, steps in enumerate(candidates) if len(steps) > 0]
         size = self.spec.batch_size
         batches = [scored[start : start + size] for start in range(0, len(scored), size)]
@@ -235,9 +227,3 @@ class VllmPoolingPRM:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-
-    async def __aenter__(self) -> VllmPoolingPRM:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()

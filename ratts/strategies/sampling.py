@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ratts.endpoints.policy import Choice, CompletionResult, PolicyClient
+from ratts.endpoints.policy import Choice, CompletionResult, Policy
 from ratts.endpoints.prm import PRM
 from ratts.endpoints.usage import Usage
 from ratts.errors import BadResponseError, InputError, InvalidParamsError
@@ -23,45 +23,47 @@ from ratts.types import Candidate, Outcome, Problem, StrategyParams
 # ---------------------------------------------------------------- validation
 
 
-def check_positive(label: str, value: int) -> None:
-    """One-line InvalidParamsError unless ``value`` is a positive integer."""
+def check_positive(label: str, value: int, param: str) -> None:
+    """One-line InvalidParamsError unless ``value`` is a positive integer; ``param`` is its
+    StrategyParams field."""
     if value < 1:
-        raise InvalidParamsError(f"{label} must be a positive integer, got {value}")
+        raise InvalidParamsError(f"{label} must be a positive integer, got {value}", param=param)
 
 
 def check_common(params: StrategyParams) -> None:
     """Checks every strategy shares: a positive budget and positive token limits."""
-    check_positive("N", params.n)
-    check_positive("max_tokens", params.max_tokens)
+    check_positive("N", params.n, "n")
+    check_positive("max_tokens", params.max_tokens, "max_tokens")
 
 
 def check_tree(label: str, params: StrategyParams) -> None:
     """Beam search and DVTS: N a positive multiple of M, positive step limits."""
     check_common(params)
-    check_positive("M", params.beam_width)
-    check_positive("max_steps", params.max_steps)
-    check_positive("max_step_tokens", params.max_step_tokens)
+    check_positive("M", params.beam_width, "beam_width")
+    check_positive("max_steps", params.max_steps, "max_steps")
+    check_positive("max_step_tokens", params.max_step_tokens, "max_step_tokens")
     if params.n % params.beam_width != 0:
         raise InvalidParamsError(
-            f"{label} needs N to be a multiple of M (N={params.n}, M={params.beam_width})"
+            f"{label} needs N to be a multiple of M (N={params.n}, M={params.beam_width})",
+            param="n",
         )
 
 
 def check_problem(problem: Problem) -> None:
     if not problem.question.strip():
-        raise InputError("the question is empty")
+        raise InputError("the question is empty", param="question")
 
 
 def require_prm(strategy: str, prm: PRM | None) -> PRM:
     if prm is None:
-        raise InvalidParamsError(f"{strategy} needs a PRM")
+        raise InvalidParamsError(f"{strategy} needs a PRM", param="prm")
     return prm
 
 
 # ---------------------------------------------------------------- prompts and steps
 
 
-def step_prompt(policy: PolicyClient, question: str, steps: Sequence[str]) -> str:
+def step_prompt(policy: Policy, question: str, steps: Sequence[str]) -> str:
     """The continuation prompt after ``steps``: prompt alone, or prompt + steps + separator."""
     prompt = policy.prompt(question)
     if not steps:
@@ -137,7 +139,7 @@ class RunLedger:
 
     async def sample(
         self,
-        policy: PolicyClient,
+        policy: Policy,
         prompt: str,
         *,
         n: int,
@@ -158,20 +160,22 @@ class RunLedger:
         self.usage += result.usage
         if len(result.choices) != n:
             raise BadResponseError(
-                f"policy {policy.name!r} returned {len(result.choices)} choices for n={n}"
+                f"policy {policy.name!r} returned {len(result.choices)} choices for n={n}",
+                endpoint=policy.name,
+                role="policy",
             )
         return result.choices
 
     async def sample_many(
         self,
-        policy: PolicyClient,
+        policy: Policy,
         prompts: Sequence[str],
         *,
         n: int,
         keys: Sequence[tuple[object, ...]],
     ) -> list[list[Choice]]:
         """``n`` next steps for each prompt, in one request where the client can (see
-        ``PolicyClient.complete_many``); ``keys[i]`` derives prompt i's seed."""
+        ``Policy.complete_many``); ``keys[i]`` derives prompt i's seed."""
         p = self.params
         result = await policy.complete_many(
             prompts,
@@ -186,7 +190,9 @@ class RunLedger:
         if len(result.choices) != n * len(prompts):
             raise BadResponseError(
                 f"policy {policy.name!r} returned {len(result.choices)} choices for "
-                f"{len(prompts)} prompts x n={n}"
+                f"{len(prompts)} prompts x n={n}",
+                endpoint=policy.name,
+                role="policy",
             )
         return [result.choices[i * n : (i + 1) * n] for i in range(len(prompts))]
 
@@ -203,7 +209,9 @@ class RunLedger:
         if len(result.scores) != len(todo):
             raise BadResponseError(
                 f"PRM {prm.name!r} returned {len(result.scores)} score lists "
-                f"for {len(todo)} candidates"
+                f"for {len(todo)} candidates",
+                endpoint=prm.name,
+                role="PRM",
             )
         for c, scores in zip(todo, result.scores, strict=True):
             c.step_scores = [float(s) for s in scores]
