@@ -1,13 +1,17 @@
-"""``ratts models prepare | list | serve | stop``: real local models on vLLM(-CPU)."""
+"""``ratts models prepare | list | serve | serve-prm | stop``: real local models on vLLM(-CPU)."""
 
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from ratts.local.serve import ServerInfo
 
 # ratts.local (httpx, the model registry) is imported inside each command, off start-up.
 
@@ -46,13 +50,17 @@ def prepare_cmd(
 
 @app.command("list")
 def list_cmd() -> None:
-    """Known local models, which are prepared, and which are being served."""
+    """Known local models, which are prepared, and which are being served (PRMs too)."""
     from ratts.local import MODELS, list_prepared, running_servers
 
     prepared = {p.name: p for p in list_prepared()}
-    served: dict[str, list[str]] = {}
+    servers: dict[str, list[ServerInfo]] = {}
     for server in running_servers():
-        served.setdefault(server.name, []).append(f"{server.base_url} (pid {server.pid})")
+        servers.setdefault(server.name, []).append(server)
+    served = {
+        name: [f"{s.base_url} (pid {s.pid})" for s in replicas]
+        for name, replicas in servers.items()
+    }
     table = Table(title="local models")
     for col in ("name", "model", "prompts", "prepared", "served"):
         table.add_column(col, overflow="fold")
@@ -65,6 +73,11 @@ def list_cmd() -> None:
             str(p.path) if p else "no",
             ", ".join(s) if s else "no",
         )
+    for name, replicas in servers.items():
+        if name not in MODELS:  # a PRM folder served by serve-prm
+            table.add_row(
+                name, "PRM (serve-prm)", "-", str(replicas[0].model_dir), ", ".join(served[name])
+            )
     console.print(table)
 
 
@@ -106,6 +119,46 @@ def serve_cmd(
     if write_settings:
         path = upsert_policy(policy_spec(name, infos))
         console.print(f"policy {name!r} written to {path}")
+
+
+@app.command("serve-prm")
+def serve_prm_cmd(
+    folder: Annotated[
+        Path, typer.Argument(help="a PRM folder (Qwen2.5-Math-PRM or Math-Shepherd)")
+    ],
+    name: Annotated[str | None, typer.Option(help="served name (default: the folder's)")] = None,
+    port: Annotated[int, typer.Option(help="port")] = 8201,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    dtype: Annotated[str, typer.Option(help="vLLM --dtype (auto, bfloat16, float32)")] = "auto",
+    timeout: Annotated[float, typer.Option(help="seconds to wait for start-up")] = 900.0,
+    write_settings: Annotated[
+        bool,
+        typer.Option(
+            "--write-settings/--no-write-settings",
+            help="put the PRM into ratts.toml ($RATTS_CONFIG) as the first (default) PRM",
+        ),
+    ] = True,
+) -> None:
+    """Start vLLM's pooling runner on a PRM folder, with the step pooler for its format."""
+    from ratts.local import ServeError, upsert_prm
+    from ratts.local.serve_prm import start_prm_server
+
+    try:
+        info, spec = start_prm_server(
+            folder, name=name, port=port, host=host, dtype=dtype, timeout_s=timeout,
+            progress=_progress,
+        )  # fmt: skip
+    except ServeError as exc:
+        if exc.log_tail:
+            err_console.print(f"[dim]--- last lines of the vLLM log ---[/dim]\n{exc.log_tail}")
+        raise
+    console.print(
+        f"{info.name}: PRM ({spec.format}) serving at {info.base_url} "
+        f"(pid {info.pid}, log {info.log})"
+    )
+    if write_settings:
+        path = upsert_prm(spec)
+        console.print(f"PRM {info.name!r} written to {path}")
 
 
 @app.command("stop")

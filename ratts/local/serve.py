@@ -30,7 +30,7 @@ import httpx
 from ratts.errors import RattsError
 from ratts.local.prepare import PreparedModel, data_dir, read_prepared, require_prepared
 from ratts.local.prompts import prompt_template
-from ratts.local.registry import get_model, known_names
+from ratts.local.registry import MODELS, UnknownModelError, get_model, known_names
 from ratts.settings import PolicySpec
 
 DEFAULT_HOST = "127.0.0.1"
@@ -215,8 +215,18 @@ def read_records(name: str, base: Path | None = None) -> list[ServerInfo]:
     return [s for s in found if s is not None]
 
 
+def _replica_stem(stem: str, stems: set[str]) -> bool:
+    """Whether a record's file stem is replica i > 0 of another record (``<name>.<i>``)."""
+    head, dot, tail = stem.rpartition(".")
+    return bool(dot) and tail.isdigit() and (head in stems or head in MODELS)
+
+
 def running_servers(base: Path | None = None) -> list[ServerInfo]:
-    return [s for name in known_names() for s in read_records(name, base)]
+    """Every live recorded server: each replica of the local policy models, and PRM servers
+    (``serve_prm``)."""
+    stems = {p.stem for p in run_dir(base).glob("*.json")}
+    names = {*known_names(), *(stem for stem in stems if not _replica_stem(stem, stems))}
+    return [s for name in sorted(names) for s in read_records(name, base)]
 
 
 def vllm_available() -> bool:
@@ -445,9 +455,14 @@ def _kill_group(pgid: int, grace_s: float) -> None:
 def stop_replicas(
     name: str, *, base: Path | None = None, grace_s: float = 20.0
 ) -> list[ServerInfo]:
-    """Stop every replica recorded for ``name``; returns what was stopped."""
-    get_model(name)
+    """Stop every replica recorded for ``name`` (a local model or a served PRM); returns
+    what was stopped. UnknownModelError for a name that is neither."""
     stopped = read_records(name, base)
+    if not stopped and name not in MODELS:
+        raise UnknownModelError(
+            f"no server named {name!r} is running (local models: {', '.join(MODELS)}; "
+            "a PRM server goes by its served name)"
+        )
     for info in stopped:
         _kill_group(info.pid, grace_s)
         pid_file(name, base, info.replica).unlink(missing_ok=True)
