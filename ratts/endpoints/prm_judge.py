@@ -109,7 +109,9 @@ class JudgePRM(AsyncClosing):
         self._chat = spec.api == "chat"
         # The judge is an endpoint like any policy; prices and FLOPs are the PRM's own, so
         # the PolicySpec's are placeholders and usage is recomputed below. Over chat the
-        # whole judge prompt is the user message.
+        # whole judge prompt is the user message. A PRM's max_concurrency counts judge
+        # requests (as it counts /pooling requests); the policy client counts sequences, so
+        # each request gets room for its judge_samples sampled verdicts (one request a step).
         self._client = PolicyClient(
             PolicySpec(
                 name=spec.name,
@@ -119,7 +121,7 @@ class JudgePRM(AsyncClosing):
                 api=spec.api,
                 user_template="{question}",
                 api_key_env=spec.api_key_env,
-                max_concurrency=spec.max_concurrency,
+                max_concurrency=spec.max_concurrency * max(1, spec.judge_samples),
                 timeout_s=spec.timeout_s,
                 max_retries=spec.max_retries,
                 outage_grace_s=spec.outage_grace_s,
