@@ -85,8 +85,10 @@ def _insert_ignore(conn: Connection, table: Table, values: dict[str, Any], keys:
     dialect = conn.dialect.name
     if dialect in ("sqlite", "postgresql"):
         ins = sqlite.insert(table) if dialect == "sqlite" else postgresql.insert(table)
-        result = conn.execute(ins.values(**values).on_conflict_do_nothing(index_elements=keys))
-        return bool(result.rowcount)
+        stmt = ins.values(**values).on_conflict_do_nothing(index_elements=keys)
+        # RETURNING, not rowcount: psycopg reports -1 for an INSERT SQLAlchemy adds
+        # RETURNING to on its own, so only a returned row says the insert happened.
+        return conn.execute(stmt.returning(*table.primary_key.columns)).first() is not None
     try:
         with conn.begin_nested():
             conn.execute(insert(table).values(**values))
