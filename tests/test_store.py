@@ -21,7 +21,7 @@ from ratts.store import RunKey, budget_label, make_engine, migrate, open_store, 
 from ratts.store.models import Base, runs
 from ratts.types import Budget, Problem, RunConfig, StrategyParams
 
-TABLES = {"problems", "configs", "runs", "router_models"}
+TABLES = {"problems", "configs", "runs", "run_claims", "router_models"}
 
 
 def _url(path: Path) -> str:
@@ -255,10 +255,57 @@ def test_migrations_render_for_postgresql() -> None:
     assert (
         "CONSTRAINT uq_runs_problem_config_budget UNIQUE (problem_key, config_key, budget)" in sql
     )
+    assert "ADD CONSTRAINT uq_runs_problem_config_budget_repeat UNIQUE " in sql
+    assert "(problem_key, config_key, budget, repeat)" in sql
+    assert "FOR UPDATE" not in sql  # claims lock rows at run time, not in the schema
     assert "PRAGMA" not in sql and "AUTOINCREMENT" not in sql
 
 
 def test_inspected_schema_has_the_unique_run_key(db_url: str) -> None:
     with open_store(db_url) as store:
         uniques = inspect(store.engine).get_unique_constraints("runs")
-    assert {"problem_key", "config_key", "budget"} == set(uniques[0]["column_names"])
+    assert {"problem_key", "config_key", "budget", "repeat"} == set(uniques[0]["column_names"])
+
+
+def test_repeats_are_distinct_runs_of_one_key(db_url: str) -> None:
+    with open_store(db_url) as store:
+        assert store.record_run(PROBLEM, CONFIG, "n=4", answer="42")
+        assert store.record_run(PROBLEM, CONFIG, "n=4", answer="41", repeat=1)
+        assert not store.record_run(PROBLEM, CONFIG, "n=4", answer="40", repeat=1)
+        key = RunKey(problem_key(PROBLEM), CONFIG.key(), "n=4")
+        assert store.done_keys() == {key, key._replace(repeat=1)}
+        assert [(r["repeat"], r["answer"]) for r in store.runs()] == [(0, "42"), (1, "41")]
+
+
+def test_upgrade_from_0001_keeps_rows_as_repeat_zero(db_url: str) -> None:
+    engine = make_engine(db_url)
+    migrate.upgrade(engine, "test", "0001")
+    with engine.begin() as conn:
+        now = "2026-01-01 00:00:00+00:00"
+        conn.execute(
+            text(
+                "INSERT INTO problems (key, source_id, text_hash, question, meta, created_at) "
+                "VALUES ('p', 'p', 'h', 'q', '{}', :now)"
+            ),
+            {"now": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO configs (key, policy, strategy, params, label, created_at) "
+                "VALUES ('c', 'pol', 'cot', '{}', 'cot', :now)"
+            ),
+            {"now": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO runs (problem_key, config_key, budget, policy_prompt_tokens, "
+                "policy_completion_tokens, prm_tokens, policy_requests, prm_requests, flops, "
+                "dollars, request_seconds, seconds, created_at) "
+                "VALUES ('p', 'c', 'n=1', 1, 2, 0, 1, 0, 0, 0, 0, 0, :now)"
+            ),
+            {"now": now},
+        )
+    assert migrate.upgrade(engine, "test") == migrate.head_revision()
+    engine.dispose()
+    with open_store(db_url) as store:
+        assert store.done_keys() == {RunKey("p", "c", "n=1", 0)}

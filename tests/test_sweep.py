@@ -283,7 +283,7 @@ def test_db_commands_upgrade_current_downgrade(
     code, out, _ = run_cli(capsys, "db", "current", "--url", url)
     assert code == 0 and "empty" in out
     code, out, _ = run_cli(capsys, "db", "upgrade", "--url", url)
-    assert code == 0 and "at revision 0001" in out
+    assert code == 0 and "at revision 0002" in out
     code, out, _ = run_cli(capsys, "db", "current", "--url", url)
     assert code == 0 and "up to date" in out
     code, out, _ = run_cli(capsys, "db", "downgrade", "base", "--url", url)
