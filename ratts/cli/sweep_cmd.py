@@ -16,6 +16,7 @@ from rich.table import Table
 from ratts.cli.db_cmd import SettingsOption, UrlOption
 from ratts.errors import ConfigError, DatasetError, InputError
 from ratts.settings import load_settings
+from ratts.text import plain
 
 if TYPE_CHECKING:
     from ratts.report import ComputeAxis
@@ -87,7 +88,9 @@ def sweep(
         )
     loaded = load_problems(dataset, n=limit, seed=seed)
     for line_error in loaded.errors:
-        _err.print(f"[yellow]warning:[/yellow] {dataset}: {line_error}", highlight=False)
+        _err.print(
+            f"[yellow]warning:[/yellow] {plain(dataset)}: {plain(line_error)}", highlight=False
+        )
     store = open_store(db or cfg.db_url)
     try:
         stats = asyncio.run(
@@ -106,7 +109,7 @@ def sweep(
         store.close()
     typer.echo(stats.summary())
     for line in stats.errors[:5]:
-        _err.print(f"[red]failed:[/red] {line}", highlight=False, soft_wrap=True)
+        _err.print(f"[red]failed:[/red] {plain(line)}", highlight=False, soft_wrap=True)
     if len(stats.errors) > 5:
         _err.print(f"... and {len(stats.errors) - 5} more failures (see `ratts runs --failed`)")
     if loaded.errors:
@@ -114,7 +117,17 @@ def sweep(
         raise DatasetError(
             f"{dataset}: {count} malformed line{'s' * (count != 1)} skipped "
             f"(first: {loaded.errors[0]}); the good lines ran"
+            + (f"; {stats.failed} runs failed" if stats.failed else "")
         )
+    if stats.failed:  # exit 1: the sweep ran, but not every run succeeded
+        ran = stats.done + stats.failed
+        _err.print(
+            f"[red]error:[/red] {stats.failed} of {ran} runs failed (logged with their errors: "
+            "`ratts runs --failed`; run again with --retry-failed)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
 
 
 def runs(
@@ -139,16 +152,16 @@ def runs(
         table.add_column(name, overflow="fold", no_wrap=not wide)
     for r in rows:
         tokens = r["policy_prompt_tokens"] + r["policy_completion_tokens"] + r["prm_tokens"]
-        table.add_row(
+        table.add_row(  # every cell is logged text from datasets and models: shown literally
             str(r["run_id"]),
-            str(r["problem_id"]),
-            r["label"],
-            r["budget"],
-            "" if r["answer"] is None else str(r["answer"])[:24],
+            plain(r["problem_id"]),
+            plain(r["label"]),
+            plain(r["budget"]),
+            "" if r["answer"] is None else plain(str(r["answer"])[:24]),
             {True: "yes", False: "no", None: "-"}[r["correct"]],
             str(tokens),
             f"{r['seconds']:.2f}",
-            r["error"] or "",
+            plain(r["error"] or ""),
         )
     _stdout().print(table)
 

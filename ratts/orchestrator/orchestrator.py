@@ -44,6 +44,7 @@ from ratts.router.probe import DEFAULT_K, ProbeResult, probe, probe_params, run_
 from ratts.settings import PolicySpec, PRMSpec, Settings, load_settings
 from ratts.store import RunKey, Store, budget_label, open_store, problem_key
 from ratts.strategies import get_strategy
+from ratts.text import check_text
 from ratts.types import Budget, Outcome, Problem, RunConfig, StrategyParams
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,9 @@ def as_problem(question: str | Problem) -> Problem:
         raise InputError(f"expected a question string or a Problem, got {type(question).__name__}")
     if not problem.question.strip():
         raise InputError("the question is empty")
+    check_text(problem.question)
+    if problem.answer is not None:
+        check_text(problem.answer, "the gold answer")
     return problem
 
 
