@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from ratts.redact import redact
+
 
 class RattsError(Exception):
     """Base class: a problem ratts can explain in one line."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(" ".join(message.split()))
+        # messages quote upstream text, which may echo a key: secrets never get this far
+        super().__init__(redact(" ".join(message.split())))
 
 
 class ConfigError(RattsError):

@@ -21,6 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from ratts import redact
 from ratts.errors import ConfigError
 
 DEFAULT_PROMPT_TEMPLATE = (
@@ -59,6 +60,7 @@ class PolicySpec(BaseModel):
                 raise ConfigError(
                     f"policy {self.name!r}: environment variable {self.api_key_env} is not set"
                 )
+            redact.register(value)
             return value
         return "EMPTY"
 
@@ -99,6 +101,7 @@ class PRMSpec(BaseModel):
                 raise ConfigError(
                     f"PRM {self.name!r}: environment variable {self.api_key_env} is not set"
                 )
+            redact.register(value)
             return value
         return "EMPTY"
 
@@ -200,7 +203,7 @@ def load_settings(path: str | Path | None = None, **overrides: object) -> Settin
 
         cls = _FromFile
     try:
-        return cls(**overrides)  # type: ignore[arg-type]
+        settings = cls(**overrides)  # type: ignore[arg-type]
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where} is not valid TOML: {exc}") from None
     except UnicodeDecodeError:
@@ -216,3 +219,7 @@ def load_settings(path: str | Path | None = None, **overrides: object) -> Settin
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise ConfigError(f"invalid settings at {where or 'top level'}: {err['msg']}") from None
+    # every key this configuration can read is a secret from the start, whoever prints it
+    specs: list[PolicySpec | PRMSpec] = [*settings.policies, *settings.prms]
+    redact.register_env([*(spec.api_key_env for spec in specs), "RATTS_SERVER_TOKEN"])
+    return settings

@@ -18,6 +18,7 @@ from typing import Any
 from rich.markup import escape as _escape_markup
 
 from ratts.errors import InputError
+from ratts.redact import redact
 
 # C0 controls except tab and newline, DEL, C1 controls, lone surrogates; plus the Unicode
 # line/paragraph separators and bidi overrides that reorder what a terminal shows.
@@ -77,5 +78,6 @@ def printable(text: object) -> str:
 
 
 def plain(text: object) -> str:
-    """``text`` fit to embed in a rich markup string: printable, with markup escaped."""
-    return _escape_markup(printable(text))
+    """``text`` fit to embed in a rich markup string: secrets redacted, printable, with
+    markup escaped."""
+    return _escape_markup(printable(redact(str(text))))

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ratts.errors import InputError
+from ratts.redact import redact
 from ratts.text import check_text, plain
 
 if TYPE_CHECKING:
@@ -147,7 +148,7 @@ def solve(
 
     result = asyncio.run(run())
     if as_json:
-        typer.echo(json.dumps(result.to_dict(explain=True), indent=2, default=str))
+        typer.echo(redact(json.dumps(result.to_dict(explain=True), indent=2, default=str)))
         return
     console = Console(soft_wrap=True)
     if not console.is_terminal:

@@ -36,6 +36,7 @@ from ratts.errors import ConfigError, EndpointError, InputError, RattsError
 from ratts.orchestrator.orchestrator import Orchestrator
 from ratts.orchestrator.result import SolveResult
 from ratts.orchestrator.watch import ProgressEvent
+from ratts.redact import register as register_secret
 from ratts.server.limits import check_request, read_json
 from ratts.server.schemas import AUTO_MODEL, MODEL_PREFIX, ApiError, parse_request
 from ratts.server.streaming import (
@@ -87,6 +88,7 @@ def create_app(
     ``default_timeout`` applies to requests that set none.
     """
     secret = token if token is not None else os.environ.get(TOKEN_ENV, "")
+    register_secret(secret)
     strategies = tuple(STRATEGIES)
     owned = orchestrator is None
     orch = orchestrator or Orchestrator(settings, **dict(orchestrator_options or {}))

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ratts.endpoints.usage import Usage
 from ratts.errors import StoreError
+from ratts.redact import redact
 from ratts.settings import default_db_url
 from ratts.store import migrate
 from ratts.store.engine import begin_read, begin_write, describe, make_engine, retry_locked
@@ -225,7 +226,7 @@ class Store:
             "final_reward": final_reward,
             **{name: getattr(usage, name) for name in USAGE_COLUMNS},
             "seconds": usage.wall_seconds,
-            "error": " ".join(error.split()) if error is not None else None,
+            "error": redact(" ".join(error.split())) if error is not None else None,
             "router_version": router_version,
             "created_at": _now(),
         }
