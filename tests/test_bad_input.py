@@ -307,3 +307,18 @@ def test_request_parsing_only_ever_answers_an_api_error(body: Any, text: str) ->
 def test_json_depth() -> None:
     assert json_depth(1) == 0 and json_depth([]) == 1 and json_depth({"a": [[]]}) == 3
     assert json_depth(json.loads("[" * 500 + "]" * 500)) == 500
+
+
+def test_a_dollar_budget_without_prices_is_refused_before_the_probe(
+    tmp_path: Path, sim: SimServer
+) -> None:
+    toml = tmp_path / "ratts.toml"
+    toml.write_text(
+        f'db_url = "sqlite:///{tmp_path / "runs.db"}"\n\n[[policies]]\nname = "free"\n'
+        f'base_url = "{sim.v1_url}"\nmodel = "sim-weak"\n',
+        encoding="utf-8",
+    )
+    proc = _cli("solve", QUESTION, "--budget-usd", "0.01", "--settings", str(toml))
+    assert proc.returncode == 2, proc.stderr
+    _one_line_error(proc.stderr, "a budget in dollars needs prices", "policy free has none")
+    assert sim.stats()["requests"] == {}  # the probe spent nothing

@@ -286,7 +286,11 @@ def test_db_commands_upgrade_current_downgrade(
     assert code == 0 and "at revision 0002" in out
     code, out, _ = run_cli(capsys, "db", "current", "--url", url)
     assert code == 0 and "up to date" in out
-    code, out, _ = run_cli(capsys, "db", "downgrade", "base", "--url", url)
+    code, _, err = run_cli(capsys, "db", "downgrade", "base", "--url", url)  # not a terminal
+    assert code == 2 and "deletes data: run again with --yes" in err
+    code, out, _ = run_cli(capsys, "db", "current", "--url", url)
+    assert code == 0 and "up to date" in out  # nothing was dropped
+    code, out, _ = run_cli(capsys, "db", "downgrade", "base", "--url", url, "--yes")
     assert code == 0 and "base" in out
     code, _, err = run_cli(capsys, "db", "upgrade", "nosuchrev", "--url", url)
     assert code == 2

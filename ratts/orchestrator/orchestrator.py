@@ -308,6 +308,7 @@ class Orchestrator:
             raise InputError(f"timeout must be a positive number of seconds, got {timeout}")
         if strategy is None and params is not None:
             raise InputError("params need a strategy: give strategy= with params=")
+        self._check_prices(checked, policy)
         forced = self._forced_config(strategy, params, checked, policy, prm)
         fallback_probe = None if forced is not None else self._default_probe(policy, prm)
         await self.start()
@@ -430,6 +431,21 @@ class Orchestrator:
         name = policy or (self._policy_order[0] if self._policy_order else None)
         spec = self._policy_specs.get(name) if name else None
         return spec.step_separator if spec is not None else "\n\n"
+
+    def _check_prices(self, budget: Budget | None, policy: str | None) -> None:
+        """A dollar budget means nothing without prices: every config would look free and
+        the largest would win. Refuse it before anything (the probe included) is spent."""
+        if budget is None or budget.usd is None:
+            return
+        specs = [self.settings.policy(policy)] if policy else self.settings.policies
+        if specs and all(
+            s.usd_per_mtok_prompt == 0 and s.usd_per_mtok_completion == 0 for s in specs
+        ):
+            names = ", ".join(s.name for s in specs)
+            raise ConfigError(
+                f"a budget in dollars needs prices, but policy {names} has none: set "
+                "usd_per_mtok_prompt and usd_per_mtok_completion in ratts.toml"
+            )
 
     def _forced_config(
         self,
