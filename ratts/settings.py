@@ -182,14 +182,19 @@ class Settings(BaseSettings):
         raise ConfigError(f"unknown PRM {name!r}; configured: {known}")
 
 
-def load_settings(path: str | Path | None = None, **overrides: object) -> Settings:
+def load_settings(
+    path: str | Path | None = None, *, config_may_be_missing: bool = False, **overrides: object
+) -> Settings:
     """Load settings from ``path`` (default ``$RATTS_CONFIG`` or ./ratts.toml) and env.
 
-    Raises ConfigError with one line naming the first bad field.
+    A ``$RATTS_CONFIG`` that names no file is an error (it was asked for), unless
+    ``config_may_be_missing`` (a command that is about to write it). Raises ConfigError
+    with one line naming the first bad field.
     """
     cls: type[Settings] = Settings
-    if path is None and os.environ.get("RATTS_CONFIG"):
-        path = os.environ["RATTS_CONFIG"]  # named explicitly, so it must exist
+    named = os.environ.get("RATTS_CONFIG")
+    if path is None and named and not (config_may_be_missing and not Path(named).exists()):
+        path = named  # named explicitly, so it must exist (unless the caller will write it)
         where = f"RATTS_CONFIG={path}"
     else:
         where = str(path or "ratts.toml")
