@@ -170,9 +170,7 @@ async def run_one(
     with open_store(settings.db_url) as store:
         cpu0 = _cpu_self()
         epoch0, t0 = time.time(), time.perf_counter()
-        stats = await run_sweep(
-            items, [config], store, settings, concurrency=concurrency, progress=False
-        )
+        stats = await run_sweep(items, [config], store, settings, concurrency=concurrency)
         wall = time.perf_counter() - t0
         cpu = _cpu_self() - cpu0
         epoch1 = time.time()

@@ -37,8 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from simproc import SimProcess, simulator
 
+from ratts.cli.sweep_cmd import sweep_progress
 from ratts.orchestrator.sweep import run_sweep
 from ratts.settings import PolicySpec, PRMSpec, Settings
 from ratts.sim import SimConfig, SimPolicy, SimPRM, gold_answer
@@ -693,15 +695,16 @@ def plot(res: Results, where: str, path: Path, problems_in_bin: int) -> None:
 async def sweep(items: list[Problem], db: str, data_dir: Path, seed: int, concurrency: int) -> None:
     with simulator(sim_config(seed)) as sim, open_store(db) as store:
         settings = settings_for(sim, db, data_dir)
-        stats = await run_sweep(
-            items,
-            configs(),
-            store,
-            settings,
-            dataset=DATASET,
-            concurrency=concurrency,
-            progress=sys.stderr.isatty(),
-        )
+        with sweep_progress(sys.stderr.isatty(), Console(stderr=True)) as on_progress:
+            stats = await run_sweep(
+                items,
+                configs(),
+                store,
+                settings,
+                dataset=DATASET,
+                concurrency=concurrency,
+                on_progress=on_progress,
+            )
         print(f"sweep: {stats.summary()}", flush=True)
         if stats.failed:
             for line in stats.errors[:5]:

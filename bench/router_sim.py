@@ -32,9 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from simproc import simulator
 
 from ratts.endpoints.factory import build_policy, build_prm
+from ratts.orchestrator.sweep import collect_probes
 from ratts.router import ProbeSpec
-from ratts.router.evaluate import EvalConfig, evaluate, format_table, plot_curves
-from ratts.router.train import collect_probes, records_from_store
+from ratts.router.evaluate import EvalConfig, evaluate
+from ratts.router.report import format_table, plot_curves
+from ratts.router.train import records_from_store
 from ratts.settings import PolicySpec, PRMSpec, Settings
 from ratts.sim import SimConfig, gold_answer
 from ratts.store import open_store

@@ -17,13 +17,15 @@ Names are imported lazily, so ``import ratts`` (and the CLI's start-up) stays fa
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ratts.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from ratts.endpoints.usage import Usage
     from ratts.orchestrator.orchestrator import Orchestrator
-    from ratts.orchestrator.result import Considered, SolveResult
+    from ratts.orchestrator.result import SolveResult
+    from ratts.router.router import Considered
     from ratts.settings import Settings, load_settings
     from ratts.types import Budget, Candidate, Outcome, Problem, RunConfig, StrategyParams
 
@@ -32,7 +34,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Orchestrator": "ratts.orchestrator.orchestrator",
     "SolveResult": "ratts.orchestrator.result",
-    "Considered": "ratts.orchestrator.result",
+    "Considered": "ratts.router.router",
     "Budget": "ratts.types",
     "Candidate": "ratts.types",
     "Outcome": "ratts.types",
@@ -61,13 +63,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ratts' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -36,6 +36,7 @@ from ratts.local.serve import free_port, port_in_use, read_record
 from ratts.orchestrator.orchestrator import Orchestrator
 from ratts.orchestrator.result import SolveResult
 from ratts.settings import PRMSpec, load_settings
+from ratts.strategies.reuse import is_stepwise
 from ratts.types import Budget, Problem, StrategyParams
 
 MODEL = "smollm2-135m"
@@ -151,7 +152,7 @@ def strategy_cell(row: Row) -> str:
     if row.result is None or row.arm.strategy is not None:
         return row.arm.short
     config = row.result.config
-    width = f",{config.params.beam_width}" if config.strategy in ("beam_search", "dvts") else ""
+    width = f",{config.params.beam_width}" if is_stepwise(config) else ""
     name = SHORT.get(config.strategy, config.strategy)
     return f"router: {name}({config.params.n}{width})"
 

@@ -30,6 +30,20 @@ DEFAULT_PROMPT_TEMPLATE = (
 )
 
 
+def api_key(role: str, name: str, env: str | None) -> str:
+    """An endpoint's key from the environment variable ``env`` (read at use, never stored),
+    or a placeholder for local servers without auth; ConfigError if ``env`` is unset."""
+    if not env:
+        return "EMPTY"
+    value = os.environ.get(env)
+    if not value:
+        raise ConfigError(
+            f"{role} {name!r}: environment variable {env} is not set", endpoint=name, role=role
+        )
+    redact.register(value)  # from now on scrubbed from anything ratts shows or stores
+    return value
+
+
 class PolicySpec(BaseModel):
     """An OpenAI-compatible completions endpoint serving one policy model."""
 
@@ -53,16 +67,7 @@ class PolicySpec(BaseModel):
     max_retries: int = Field(default=3, ge=0)
 
     def api_key(self) -> str:
-        """The key from the environment, or a placeholder for local servers without auth."""
-        if self.api_key_env:
-            value = os.environ.get(self.api_key_env)
-            if not value:
-                raise ConfigError(
-                    f"policy {self.name!r}: environment variable {self.api_key_env} is not set"
-                )
-            redact.register(value)
-            return value
-        return "EMPTY"
+        return api_key("policy", self.name, self.api_key_env)
 
 
 PRMKind = Literal["vllm_pooling", "judge", "arithmetic", "transformers"]
@@ -95,15 +100,7 @@ class PRMSpec(BaseModel):
         return self
 
     def api_key(self) -> str:
-        if self.api_key_env:
-            value = os.environ.get(self.api_key_env)
-            if not value:
-                raise ConfigError(
-                    f"PRM {self.name!r}: environment variable {self.api_key_env} is not set"
-                )
-            redact.register(value)
-            return value
-        return "EMPTY"
+        return api_key("PRM", self.name, self.api_key_env)
 
 
 class ServerLimits(BaseModel):
@@ -161,25 +158,27 @@ class Settings(BaseSettings):
 
     def policy(self, name: str | None = None) -> PolicySpec:
         if not self.policies:
-            raise ConfigError("no policy endpoints configured (add [[policies]] to ratts.toml)")
+            raise ConfigError(
+                "no policy endpoints configured (add [[policies]] to ratts.toml)", param="policy"
+            )
         if name is None:
             return self.policies[0]
         for spec in self.policies:
             if spec.name == name:
                 return spec
         known = ", ".join(p.name for p in self.policies)
-        raise ConfigError(f"unknown policy {name!r}; configured: {known}")
+        raise ConfigError(f"unknown policy {name!r}; configured: {known}", param="policy")
 
     def prm(self, name: str | None = None) -> PRMSpec:
         if not self.prms:
-            raise ConfigError("no PRMs configured (add [[prms]] to ratts.toml)")
+            raise ConfigError("no PRMs configured (add [[prms]] to ratts.toml)", param="prm")
         if name is None:
             return self.prms[0]
         for spec in self.prms:
             if spec.name == name:
                 return spec
         known = ", ".join(p.name for p in self.prms)
-        raise ConfigError(f"unknown PRM {name!r}; configured: {known}")
+        raise ConfigError(f"unknown PRM {name!r}; configured: {known}", param="prm")
 
 
 def load_settings(

@@ -74,8 +74,13 @@ class RunConfig(BaseModel):
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def label(self) -> str:
+        """Human-readable: ``strategy(N=..[,M=..])@policy[+prm]``; M only for step-wise."""
+        # Lazy: the strategies import this module. An unregistered name shows no M.
+        from ratts.strategies import STRATEGIES
+
+        strategy = STRATEGIES.get(self.strategy)
         p = self.params
-        extra = f",M={p.beam_width}" if self.strategy in ("beam_search", "dvts") else ""
+        extra = f",M={p.beam_width}" if strategy is not None and strategy.stepwise else ""
         return f"{self.strategy}(N={p.n}{extra})@{self.policy}" + (
             f"+{self.prm}" if self.prm else ""
         )

@@ -19,8 +19,8 @@ from ratts import Budget, Orchestrator, Problem, StrategyParams
 from ratts.endpoints.factory import build_policy, build_prm
 from ratts.errors import ConfigError, InputError, InvalidParamsError, UnknownStrategyError
 from ratts.grading import grade
-from ratts.orchestrator.sweep import run_sweep
-from ratts.router.train import collect_probes, train_and_register
+from ratts.orchestrator.sweep import collect_probes, run_sweep
+from ratts.router.train import train_and_register
 from ratts.settings import PolicySpec, PRMSpec, Settings
 from ratts.sim import SimConfig, SimServer, world
 from ratts.store import open_store
@@ -185,7 +185,7 @@ async def test_timeout_during_the_probe_logs_the_probe(
         result = await orch.solve(puzzle("very slow"), timeout=0.4)
         assert time.perf_counter() - start < 0.9
     assert result.partial and result.answer is None and result.answer_source == "none"
-    assert result.reason == "probe_only" and result.config.strategy == "best_of_n"
+    assert result.reason == "probe_only" and result.config.strategy == "probe"
     assert result.config.params.n == 4 and result.logged
 
 
@@ -383,7 +383,7 @@ def trained_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedW
 
         async def build() -> None:
             with open_store(settings.db_url) as store:
-                await run_sweep(problems, CONFIGS, store, settings, dataset="sim", progress=False)
+                await run_sweep(problems, CONFIGS, store, settings, dataset="sim")
                 policy = build_policy(settings.policy("sim-weak"))
                 prm = build_prm(settings.prm("sim-prm"))
                 try:

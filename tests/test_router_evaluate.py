@@ -9,15 +9,8 @@ from test_router_support import WORLD, synthetic_log
 
 from ratts.errors import RouterError
 from ratts.router.candidates import record_config
-from ratts.router.evaluate import (
-    EvalConfig,
-    Point,
-    evaluate,
-    format_table,
-    frontier_at,
-    pareto,
-    plot_curves,
-)
+from ratts.router.evaluate import EvalConfig, Point, evaluate, frontier_at, pareto
+from ratts.router.report import format_table, plot_curves
 from ratts.router.train import split_problems
 
 FAST = {"max_iter": 60, "min_samples_leaf": 5}

@@ -12,18 +12,13 @@ from sweep_helpers import run_cli, settings_file, sim_dataset
 from ratts.endpoints.factory import build_policy, build_prm
 from ratts.errors import InputError
 from ratts.router.features import TEXT_CATEGORICAL, TEXT_NUMERIC, split_features, text_features
-from ratts.router.probe import (
-    PROBE_NUMERIC,
-    can_reuse,
-    probe,
-    remaining_fraction,
-    run_with_probe,
-)
 from ratts.router.train import records_from_store
 from ratts.settings import PolicySpec, PRMSpec
 from ratts.sim import SimServer, world
 from ratts.store import open_store
 from ratts.strategies import get_strategy
+from ratts.strategies.probe import PROBE_NUMERIC, probe
+from ratts.strategies.reuse import can_reuse, remaining_fraction, run_with_probe
 from ratts.types import Problem, RunConfig, StrategyParams
 
 

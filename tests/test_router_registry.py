@@ -14,11 +14,11 @@ from ratts.endpoints.usage import Usage
 from ratts.errors import RouterError
 from ratts.router import Router
 from ratts.router.model import TrainedRouter
-from ratts.router.probe import ProbeResult, probe_params
 from ratts.router.registry import SHA_KEY, RouterRegistry, load_artifact, save_artifact, use
 from ratts.router.train import records_from_store, train_and_register, train_router
 from ratts.settings import PolicySpec, Settings
 from ratts.store import Store, open_store
+from ratts.strategies.probe import ProbeResult, probe_params
 from ratts.types import Budget, Candidate
 
 FAST = {"max_iter": 40, "min_samples_leaf": 5}
@@ -101,7 +101,16 @@ def test_retrain_creates_n_plus_1_and_a_live_router_follows_current(
     first = router.choose(features, Budget())
     assert first.router_version == "v1" and first.predicted_accuracy is not None
     # after a probe of 4 weak samples, weak Best-of-16 is priced for its 12 new samples
-    probed = ProbeResult({}, [Candidate([])] * 4, Usage(), "weak", "prm", probe_params(None, 4))
+    probed = ProbeResult(
+        strategy="probe",
+        params=probe_params(None, 4),
+        answer=None,
+        candidates=[Candidate([])] * 4,
+        selected_index=None,
+        usage=Usage(),
+        policy="weak",
+        prm="prm",
+    )
     bon16 = WORLD[1][0]
     full = {r.config.key(): r.predicted_cost for r in first.ranking}[bon16.key()]
     after = router.choose(features, Budget(), probe_result=probed)

@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ratts.endpoints.usage import Usage
-from ratts.router.train import PASS_AT_1, PROBE_STRATEGY
+from ratts.router.features import PASS_AT_1
+from ratts.router.train import PROBE_STRATEGY
 from ratts.store import Store
 from ratts.types import Problem, RunConfig, StrategyParams
 

@@ -51,7 +51,7 @@ async def test_fifty_problems_by_three_configs_write_150_rows_then_none(
     settings = load_settings(settings_file(tmp_path / "ratts.toml", sim.base_url, db))
     problems = load_problems(str(sim_dataset(tmp_path / "sim.jsonl", 50))).problems
     with open_store(settings.db_url) as store:
-        stats = await run_sweep(problems, THREE_CONFIGS, store, settings, progress=False)
+        stats = await run_sweep(problems, THREE_CONFIGS, store, settings)
         assert (stats.planned, stats.done, stats.failed, stats.skipped) == (150, 150, 0, 0)
         assert store.count_runs() == 150
         rows = store.runs()
@@ -63,7 +63,7 @@ async def test_fifty_problems_by_three_configs_write_150_rows_then_none(
         requests_first = sim.stats()["requests"]
 
         sim.reset()
-        again = await run_sweep(problems, THREE_CONFIGS, store, settings, progress=False)
+        again = await run_sweep(problems, THREE_CONFIGS, store, settings)
         assert (again.done, again.failed, again.skipped) == (0, 0, 150)
         assert store.count_runs() == 150
         assert sim.stats()["requests"] == {}  # nothing was re-run
@@ -90,7 +90,7 @@ async def test_row_usage_equals_the_sims_counters(
     with open_store(settings.db_url) as store:
         for config in configs:
             sim.reset()
-            await run_sweep(problems, [config], store, settings, progress=False)
+            await run_sweep(problems, [config], store, settings)
             counters = sim.stats()
             (row,) = store.runs(config_keys=[config.key()])
             assert row["policy_prompt_tokens"] == counters["prompt_tokens"] > 0
@@ -114,18 +114,18 @@ async def test_failures_are_logged_and_retried_only_when_asked(
     problems = load_problems(str(sim_dataset(tmp_path / "sim.jsonl", 4))).problems
     configs = THREE_CONFIGS[:2]
     with open_store(good.db_url) as store:
-        first = await run_sweep(problems, configs, store, bad, progress=False)
+        first = await run_sweep(problems, configs, store, bad)
         assert (first.done, first.failed) == (0, 8)
         rows = store.runs()
         assert len(rows) == 8 and all(r["error"] and "\n" not in r["error"] for r in rows)
         assert all("ServerError" in r["error"] for r in rows)
 
         sim.reset()
-        second = await run_sweep(problems, configs, store, good, progress=False)
+        second = await run_sweep(problems, configs, store, good)
         assert (second.done, second.failed, second.skipped) == (0, 0, 8)
         assert sim.stats()["requests"] == {}  # failures are not retried unless asked
 
-        third = await run_sweep(problems, configs, store, good, retry_failed=True, progress=False)
+        third = await run_sweep(problems, configs, store, good, retry_failed=True)
         assert (third.done, third.failed) == (8, 0)
         rows = store.runs()
         assert len(rows) == 8 and all(r["error"] is None for r in rows)

@@ -51,8 +51,7 @@ def probe(
 ) -> None:
     """Probe every problem of DATASET once and log the features (resumable)."""
     from ratts.endpoints.factory import build_policy, build_prm
-    from ratts.orchestrator.sweep import load_problems
-    from ratts.router.train import collect_probes
+    from ratts.orchestrator.sweep import collect_probes, load_problems
     from ratts.store import open_store
 
     cfg = load_settings(settings)
@@ -190,7 +189,8 @@ def eval_(
     """Held-out comparison at matched mean compute: router, best fixed config, oracle
     difficulty bins (paper rule), per-problem oracle, majority vote."""
     from ratts.router import ProbeSpec
-    from ratts.router.evaluate import EvalConfig, evaluate, format_table, plot_curves
+    from ratts.router.evaluate import EvalConfig, evaluate
+    from ratts.router.report import format_table, plot_curves
     from ratts.router.train import records_from_store
     from ratts.store import open_store
 

@@ -6,6 +6,7 @@ Registered as top-level commands by ``ratts.cli._register`` (plain functions, no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -19,6 +20,9 @@ from ratts.settings import load_settings
 from ratts.text import plain
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from ratts.orchestrator.sweep import SweepStats
     from ratts.report import ComputeAxis
 
 _err = Console(stderr=True)
@@ -30,6 +34,40 @@ def _stdout() -> Console:
     if not console.is_terminal:
         console.width = max(console.width, 160)
     return console
+
+
+@contextlib.contextmanager
+def sweep_progress(
+    enabled: bool, console: Console, label: str = "sweep"
+) -> Iterator[Callable[[SweepStats], None]]:
+    """A rich progress bar fed by the library sweep's ``on_progress`` callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("done {task.fields[done]} · failed {task.fields[failed]}"),
+        TextColumn("· acc {task.fields[acc]} · {task.fields[tps]} tok/s"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not enabled,
+    )
+    task = bar.add_task(label, total=None, done=0, failed=0, acc="-", tps="0")
+
+    def update(s: SweepStats) -> None:
+        bar.update(
+            task,
+            total=s.todo,
+            completed=s.processed,
+            done=s.done,
+            failed=s.failed,
+            acc=f"{s.accuracy:.1%}" if s.accuracy is not None else "-",
+            tps=f"{s.tokens_per_second:,.0f}",
+        )
+
+    with bar:
+        yield update
 
 
 def sweep(
@@ -93,18 +131,18 @@ def sweep(
         )
     store = open_store(db or cfg.db_url)
     try:
-        stats = asyncio.run(
-            run_sweep(
-                loaded.problems,
-                run_configs,
-                store,
-                cfg,
-                concurrency=concurrency,
-                retry_failed=retry_failed,
-                progress=progress,
-                console=_err,
+        with sweep_progress(progress, _err) as on_progress:
+            stats = asyncio.run(
+                run_sweep(
+                    loaded.problems,
+                    run_configs,
+                    store,
+                    cfg,
+                    concurrency=concurrency,
+                    retry_failed=retry_failed,
+                    on_progress=on_progress,
+                )
             )
-        )
     finally:
         store.close()
     typer.echo(stats.summary())

@@ -6,13 +6,14 @@ CLI's start-up do not pay for the openai SDK.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ratts.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from ratts.endpoints.arithmetic import ArithmeticPRM
     from ratts.endpoints.factory import build_policy, build_prm
-    from ratts.endpoints.policy import Choice, CompletionResult, PolicyClient
+    from ratts.endpoints.policy import Choice, CompletionResult, Policy, PolicyClient
     from ratts.endpoints.pool import EndpointPool, RetryPolicy
     from ratts.endpoints.prm import PRM, PRMResult
     from ratts.endpoints.prm_judge import JudgePRM
@@ -20,20 +21,21 @@ if TYPE_CHECKING:
     from ratts.endpoints.usage import Usage, sum_usage
 
 _WHERE = {
-    "ArithmeticPRM": "arithmetic",
-    "build_policy": "factory",
-    "build_prm": "factory",
-    "Choice": "policy",
-    "CompletionResult": "policy",
-    "PolicyClient": "policy",
-    "EndpointPool": "pool",
-    "RetryPolicy": "pool",
-    "PRM": "prm",
-    "PRMResult": "prm",
-    "JudgePRM": "prm_judge",
-    "VllmPoolingPRM": "prm_pooling",
-    "Usage": "usage",
-    "sum_usage": "usage",
+    "ArithmeticPRM": ".arithmetic",
+    "build_policy": ".factory",
+    "build_prm": ".factory",
+    "Choice": ".policy",
+    "CompletionResult": ".policy",
+    "Policy": ".policy",
+    "PolicyClient": ".policy",
+    "EndpointPool": ".pool",
+    "RetryPolicy": ".pool",
+    "PRM": ".prm",
+    "PRMResult": ".prm",
+    "JudgePRM": ".prm_judge",
+    "VllmPoolingPRM": ".prm_pooling",
+    "Usage": ".usage",
+    "sum_usage": ".usage",
 }
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "EndpointPool",
     "JudgePRM",
     "PRMResult",
+    "Policy",
     "PolicyClient",
     "RetryPolicy",
     "Usage",
@@ -54,8 +57,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ratts.endpoints' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"ratts.endpoints.{module}"), name)
+__getattr__ = lazy_getattr(__name__, _WHERE)

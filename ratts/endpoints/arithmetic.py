@@ -34,9 +34,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from ratts.endpoints.prm import PRMResult
+from ratts.endpoints.closing import AsyncClosing
+from ratts.endpoints.prm import PRMResult, check_question
 from ratts.endpoints.usage import Usage
-from ratts.errors import InputError
 from ratts.settings import PRMSpec
 
 FALSE_SCORE = 0.05
@@ -392,7 +392,7 @@ def score_steps(steps: Sequence[str]) -> list[float]:
     return scores
 
 
-class ArithmeticPRM:
+class ArithmeticPRM(AsyncClosing):
     """The PRM protocol over ``score_steps``: no model, no tokens, no requests."""
 
     def __init__(self, spec: PRMSpec | None = None) -> None:
@@ -400,15 +400,5 @@ class ArithmeticPRM:
         self.name = spec.name if spec is not None else "arithmetic"
 
     async def score(self, question: str, candidates: Sequence[Sequence[str]]) -> PRMResult:
-        if not question.strip():
-            raise InputError("cannot score steps for an empty question")
+        check_question(question)
         return PRMResult(scores=[score_steps(steps) for steps in candidates], usage=Usage())
-
-    async def aclose(self) -> None:
-        return None
-
-    async def __aenter__(self) -> ArithmeticPRM:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()

@@ -26,5 +26,11 @@ def build_prm(spec: PRMSpec, *, retry: RetryPolicy | None = None) -> PRM:
     if spec.kind == "arithmetic":
         return ArithmeticPRM(spec)
     if spec.kind == "transformers":
-        raise ConfigError(f"PRM {spec.name!r}: kind 'transformers' is not available yet")
-    raise ConfigError(f"PRM {spec.name!r}: unknown kind {spec.kind!r}")
+        raise ConfigError(
+            f"PRM {spec.name!r}: kind 'transformers' is not available yet",
+            endpoint=spec.name,
+            role="PRM",
+        )
+    raise ConfigError(
+        f"PRM {spec.name!r}: unknown kind {spec.kind!r}", endpoint=spec.name, role="PRM"
+    )

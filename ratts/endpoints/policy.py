@@ -1,6 +1,7 @@
-"""PolicyClient: step-wise and whole-solution sampling over OpenAI-compatible completions.
+"""The Policy protocol, and PolicyClient: step-wise and whole-solution sampling over
+OpenAI-compatible completions.
 
-Strategies depend only on the public shape here (Choice, CompletionResult, PolicyClient).
+Strategies depend only on the public shape here (Choice, CompletionResult, Policy).
 The openai SDK's own retries are off; ``EndpointPool`` does bounded retries with backoff and
 maps failures to ``ratts.errors`` types. Response bodies are parsed here (not by the SDK's
 models) so vLLM's extra fields (``stop_reason``) and malformed bodies are handled explicitly.
@@ -12,10 +13,11 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypedDict, Unpack, runtime_checkable
 
 import openai
 
+from ratts.endpoints.closing import AsyncClosing
 from ratts.endpoints.pool import EndpointPool, MalformedResponse, RetryPolicy, gather_all
 from ratts.endpoints.usage import Usage, sum_usage
 from ratts.errors import InputError
@@ -150,7 +152,69 @@ def merge_stops(*groups: list[str] | tuple[str, ...] | None) -> list[str]:
     return list(seen)
 
 
-class PolicyClient:
+class SamplingOptions(TypedDict, total=False):
+    """The sampling keywords of ``Policy.complete``/``complete_many`` (besides the seeds);
+    a key left out takes ``PolicyClient``'s default."""
+
+    n: int
+    stop: list[str] | None
+    max_tokens: int
+    temperature: float
+    top_p: float
+    logprobs: int | None
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What strategies need from a policy endpoint: prompts, one-prompt and many-prompt
+    sampling, and its identity. INTERFACE, like ``PRM``.
+
+    ``PolicyClient`` implements it over HTTP; wrappers that observe calls (the
+    orchestrator's ``WatchedPolicy``) implement it by delegating every method, so a wrapped
+    policy sends exactly the requests the bare one sends.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def spec(self) -> PolicySpec: ...
+
+    @property
+    def separator(self) -> str:
+        """The step separator: a step-wise continuation stops here."""
+        ...
+
+    @property
+    def n_supported(self) -> bool:
+        """Whether ``n`` > 1 goes in one request."""
+        ...
+
+    def prompt(self, question: str) -> str:
+        """The prefix-stable prompt for a question (steps are appended after it)."""
+        ...
+
+    async def complete(
+        self, prompt: str, *, seed: int | None = None, **options: Unpack[SamplingOptions]
+    ) -> CompletionResult:
+        """Sample ``n`` continuations of ``prompt``; choices in index order."""
+        ...
+
+    async def complete_many(
+        self,
+        prompts: Sequence[str],
+        *,
+        seeds: Sequence[int | None] | None = None,
+        **options: Unpack[SamplingOptions],
+    ) -> CompletionResult:
+        """Sample ``n`` continuations of each prompt (``seeds``: one per prompt); choice
+        ``j`` of prompt ``i`` is ``choices[i * n + j]``."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class PolicyClient(AsyncClosing):
     """Talks to one policy endpoint described by a PolicySpec.
 
     - ``complete`` sends ONE request with ``n`` choices where ``spec.supports_n`` (falls back
@@ -179,7 +243,8 @@ class PolicyClient:
             timeout=spec.timeout_s,
         )
         self._pool = EndpointPool(
-            who=f"{role} {spec.name!r}",
+            role=role,
+            name=spec.name,
             url=spec.base_url,
             max_concurrency=spec.max_concurrency,
             max_retries=spec.max_retries,
@@ -219,23 +284,7 @@ class PolicyClient:
         logprobs: int | None = None,
     ) -> CompletionResult:
         """Sample ``n`` continuations of ``prompt``; choices come back in index order."""
-        if n < 1:
-            raise InputError(f"n must be at least 1, got {n}")
-        if max_tokens < 1:
-            raise InputError(f"max_tokens must be at least 1, got {max_tokens}")
-        params: dict[str, Any] = {
-            "model": self.spec.model,
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-        }
-        stops = merge_stops(stop, self.spec.stop)
-        if stops:
-            params["stop"] = stops
-        if logprobs is not None:
-            params["logprobs"] = logprobs
-
+        params = self._body(prompt, n, stop, max_tokens, temperature, top_p, logprobs)
         if n > 1 and self._n_supported:
             try:
                 timed = await self._pool.call(lambda: self._attempt(params, n, seed, strict_n=True))
@@ -269,16 +318,13 @@ class PolicyClient:
         Unseeded, the prompts go in ONE request with a list ``prompt`` (vLLM and the OpenAI
         completions API accept one; vLLM schedules each prompt as its own sequence group),
         so a search step costs one HTTP round trip instead of one per beam. With seeds (one
-        per prompt), after a server rejected a list, or in a subclass that intercepts
-        ``complete``, it is one ``complete`` call per prompt, all in flight together.
+        per prompt) or after a server rejected a list, it is one ``complete`` call per
+        prompt, all in flight together.
         """
         if seeds is not None and len(seeds) != len(prompts):
-            raise InputError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
-        if n < 1:
-            raise InputError(f"n must be at least 1, got {n}")
-        if max_tokens < 1:
-            raise InputError(f"max_tokens must be at least 1, got {max_tokens}")
-        sampling: dict[str, Any] = {
+            raise InputError(f"got {len(seeds)} seeds for {len(prompts)} prompts", param="seeds")
+        params = self._body(list(prompts), n, stop, max_tokens, temperature, top_p, logprobs)
+        sampling: SamplingOptions = {
             "n": n,
             "stop": stop,
             "max_tokens": max_tokens,
@@ -287,27 +333,13 @@ class PolicyClient:
             "logprobs": logprobs,
         }
         seeded = seeds is not None and any(s is not None for s in seeds)
-        intercepted = type(self).complete is not PolicyClient.complete
         if (
             len(prompts) < 2
             or seeded
-            or intercepted
             or not self._lists_supported
             or (n > 1 and not self._n_supported)
         ):
             return await self._each(prompts, seeds, sampling)
-        params: dict[str, Any] = {
-            "model": self.spec.model,
-            "prompt": list(prompts),
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-        }
-        stops = merge_stops(stop, self.spec.stop)
-        if stops:
-            params["stop"] = stops
-        if logprobs is not None:
-            params["logprobs"] = logprobs
         count = len(prompts)
         try:
             timed = await self._pool.call(
@@ -322,11 +354,40 @@ class PolicyClient:
         self._lists_supported = False
         return result
 
+    def _body(
+        self,
+        prompt: str | list[str],
+        n: int,
+        stop: list[str] | None,
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        logprobs: int | None,
+    ) -> dict[str, Any]:
+        """The request body but ``n`` and ``seed``; bad ``n``/``max_tokens`` are InputErrors."""
+        if n < 1:
+            raise InputError(f"n must be at least 1, got {n}", param="n")
+        if max_tokens < 1:
+            raise InputError(f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens")
+        body: dict[str, Any] = {
+            "model": self.spec.model,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+        }
+        stops = merge_stops(stop, self.spec.stop)
+        if stops:
+            body["stop"] = stops
+        if logprobs is not None:
+            body["logprobs"] = logprobs
+        return body
+
     async def _each(
         self,
         prompts: Sequence[str],
         seeds: Sequence[int | None] | None,
-        sampling: dict[str, Any],
+        sampling: SamplingOptions,
     ) -> CompletionResult:
         """One ``complete`` call per prompt, concurrently; choices prompt-major."""
         results = await gather_all(
@@ -429,9 +490,3 @@ class PolicyClient:
 
     async def aclose(self) -> None:
         await self._client.close()
-
-    async def __aenter__(self) -> PolicyClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()

@@ -29,6 +29,7 @@ from ratts.errors import (
     EndpointTimeoutError,
     EndpointUnreachableError,
     RateLimitedError,
+    RequestRejectedError,
     ServerError,
 )
 
@@ -173,14 +174,19 @@ class EndpointPool:
     def __init__(
         self,
         *,
-        who: str,
+        role: str,
+        name: str,
         url: str,
         max_concurrency: int,
         max_retries: int,
         timeout_s: float,
         retry: RetryPolicy | None = None,
     ) -> None:
-        self.who = who
+        """``role`` ("policy", "PRM") and ``name`` say whose endpoint it is, in messages
+        and in the errors' fields."""
+        self.role = role
+        self.name = name
+        self.who = f"{role} {name!r}"
         self.url = url
         self.max_retries = max_retries
         self.timeout_s = timeout_s
@@ -220,23 +226,33 @@ class EndpointPool:
             await asyncio.sleep(wait)
 
     def error(self, failure: Failure, attempts: int) -> EndpointError:
-        """The typed, one-line error for a final failure."""
+        """The typed, one-line error for a final failure, carrying whose endpoint it is."""
         tries = f" (after {attempts} attempts)" if attempts > 1 else ""
         where = f"{self.who} at {self.url}"
+        kind: type[EndpointError]
         if failure.kind == "unreachable":
-            return EndpointUnreachableError(f"cannot reach {where}: {failure.detail}{tries}")
-        if failure.kind == "timeout":
-            return EndpointTimeoutError(f"{where} did not answer within {self.timeout_s:g}s{tries}")
-        if failure.kind == "rate_limited":
-            return RateLimitedError(f"{where} kept answering 429 rate limited{tries}")
-        if failure.kind == "server":
-            return ServerError(
-                f"{where} failed with HTTP {failure.status}: {failure.detail}{tries}"
+            kind, message = EndpointUnreachableError, f"cannot reach {where}: {failure.detail}"
+        elif failure.kind == "timeout":
+            kind, message = (
+                EndpointTimeoutError,
+                f"{where} did not answer within {self.timeout_s:g}s",
             )
-        if failure.kind == "bad_response":
-            return BadResponseError(f"{where} sent a malformed response: {failure.detail}{tries}")
-        return EndpointError(
-            f"{where} rejected the request with HTTP {failure.status}: {failure.detail}"
+        elif failure.kind == "rate_limited":
+            kind, message = RateLimitedError, f"{where} kept answering 429 rate limited"
+        elif failure.kind == "server":
+            kind = ServerError
+            message = f"{where} failed with HTTP {failure.status}: {failure.detail}"
+        elif failure.kind == "bad_response":
+            kind, message = BadResponseError, f"{where} sent a malformed response: {failure.detail}"
+        else:
+            kind, tries = RequestRejectedError, ""
+            message = f"{where} rejected the request with HTTP {failure.status}: {failure.detail}"
+        return kind(
+            message + tries,
+            endpoint=self.name,
+            role=self.role,
+            url=self.url,
+            status=failure.status,
         )
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ratts.endpoints.usage import Usage
+from ratts.errors import ConfigError, InputError
+from ratts.settings import PRMSpec
 
 
 @dataclass(slots=True)
@@ -29,3 +31,18 @@ class PRM(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def check_question(question: str) -> None:
+    """Every PRM refuses to score steps for an empty question (one-line InputError)."""
+    if not question.strip():
+        raise InputError("cannot score steps for an empty question", param="question")
+
+
+def served_at(spec: PRMSpec) -> tuple[str, str]:
+    """A served PRM's (base_url, model); a ConfigError naming the PRM when one is missing."""
+    if not spec.base_url or not spec.model:
+        raise ConfigError(
+            f"PRM {spec.name!r} needs base_url and model", endpoint=spec.name, role="PRM"
+        )
+    return spec.base_url, spec.model

@@ -12,11 +12,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from ratts.endpoints.closing import AsyncClosing
 from ratts.endpoints.policy import Choice, PolicyClient
 from ratts.endpoints.pool import RetryPolicy, gather_all
-from ratts.endpoints.prm import PRMResult
+from ratts.endpoints.prm import PRMResult, check_question, served_at
 from ratts.endpoints.usage import Usage, sum_usage
-from ratts.errors import ConfigError, InputError
 from ratts.settings import PolicySpec, PRMSpec
 
 TOP_LOGPROBS = 5
@@ -86,12 +86,11 @@ def judge_score(choice: Choice) -> float:
     return NEUTRAL
 
 
-class JudgePRM:
+class JudgePRM(AsyncClosing):
     """A PRM that asks a completions model, step by step, whether each step is correct."""
 
     def __init__(self, spec: PRMSpec, *, retry: RetryPolicy | None = None) -> None:
-        if not spec.base_url or not spec.model:
-            raise ConfigError(f"PRM {spec.name!r} needs base_url and model")
+        base_url, model = served_at(spec)
         self.spec = spec
         self.name = spec.name
         # The judge is a completions endpoint like any policy; prices and FLOPs are the
@@ -99,8 +98,8 @@ class JudgePRM:
         self._client = PolicyClient(
             PolicySpec(
                 name=spec.name,
-                base_url=spec.base_url,
-                model=spec.model,
+                base_url=base_url,
+                model=model,
                 api_key_env=spec.api_key_env,
                 max_concurrency=spec.max_concurrency,
                 timeout_s=spec.timeout_s,
@@ -113,8 +112,7 @@ class JudgePRM:
 
     async def score(self, question: str, candidates: Sequence[Sequence[str]]) -> PRMResult:
         """One judge request per step, all concurrent (bounded by ``max_concurrency``)."""
-        if not question.strip():
-            raise InputError("cannot score steps for an empty question")
+        check_question(question)
         jobs = [
             (i, k, judge_prompt(question, steps[:k], step))
             for i, steps in enumerate(candidates)
@@ -144,9 +142,3 @@ class JudgePRM:
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-    async def __aenter__(self) -> JudgePRM:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()

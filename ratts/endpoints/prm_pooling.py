@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 import httpx
 
+from ratts.endpoints.closing import AsyncClosing
 from ratts.endpoints.pool import EndpointPool, MalformedResponse, RetryPolicy, gather_all
-from ratts.endpoints.prm import PRMResult
+from ratts.endpoints.prm import PRMResult, check_question, served_at
 from ratts.endpoints.usage import Usage
-from ratts.errors import ConfigError, InputError
 from ratts.settings import PRMSpec
 
 STEP_TAG = "<extra_0>"
@@ -94,15 +94,14 @@ def parse_pooling(body: object, step_counts: Sequence[int]) -> tuple[list[list[f
     return scores, tokens
 
 
-class VllmPoolingPRM:
+class VllmPoolingPRM(AsyncClosing):
     """A process reward model served by vLLM's ``/pooling`` endpoint."""
 
     def __init__(self, spec: PRMSpec, *, retry: RetryPolicy | None = None) -> None:
-        if not spec.base_url or not spec.model:
-            raise ConfigError(f"PRM {spec.name!r} needs base_url and model")
+        base_url, _ = served_at(spec)
         self.spec = spec
         self.name = spec.name
-        self.url = f"{server_root(spec.base_url)}/pooling"
+        self.url = f"{server_root(base_url)}/pooling"
         headers = {}
         key = spec.api_key()
         if key != "EMPTY":
@@ -114,7 +113,8 @@ class VllmPoolingPRM:
         )
         self._http = httpx.AsyncClient(timeout=spec.timeout_s, headers=headers, limits=limits)
         self._pool = EndpointPool(
-            who=f"PRM {spec.name!r}",
+            role="PRM",
+            name=spec.name,
             url=self.url,
             max_concurrency=spec.max_concurrency,
             max_retries=spec.max_retries,
@@ -124,8 +124,7 @@ class VllmPoolingPRM:
 
     async def score(self, question: str, candidates: Sequence[Sequence[str]]) -> PRMResult:
         """Rewards for every step of every candidate; empty candidates get no scores."""
-        if not question.strip():
-            raise InputError("cannot score steps for an empty question")
+        check_question(question)
         scored = [i for i, steps in enumerate(candidates) if len(steps) > 0]
         size = self.spec.batch_size
         batches = [scored[start : start + size] for start in range(0, len(scored), size)]
@@ -171,9 +170,3 @@ class VllmPoolingPRM:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-
-    async def __aenter__(self) -> VllmPoolingPRM:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()

@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ratts.orchestrator.orchestrator import Orchestrator
-    from ratts.orchestrator.result import Considered, SolveResult
-    from ratts.orchestrator.routing import Decision
+    from ratts.orchestrator.result import SolveResult
     from ratts.orchestrator.watch import ProgressEvent
+    from ratts.router.router import Considered, Decision
 
 _LAZY = {
     "Orchestrator": "ratts.orchestrator.orchestrator",
-    "Decision": "ratts.orchestrator.routing",
+    "Decision": "ratts.router.router",
     "SolveResult": "ratts.orchestrator.result",
-    "Considered": "ratts.orchestrator.result",
+    "Considered": "ratts.router.router",
     "ProgressEvent": "ratts.orchestrator.watch",
 }
 

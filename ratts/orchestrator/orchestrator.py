@@ -19,37 +19,31 @@ Why it is shaped like this:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, overload
 
-from ratts.endpoints.factory import build_policy, build_prm
-from ratts.endpoints.policy import PolicyClient
+from ratts.endpoints.policy import Policy, PolicyClient
 from ratts.endpoints.prm import PRM
 from ratts.endpoints.usage import Usage
 from ratts.errors import ConfigError, InputError, RattsError
-from ratts.grading import grade
 from ratts.orchestrator.result import SolveResult
-from ratts.orchestrator.routing import Current, Decision, ProbePlan, Routing
+from ratts.orchestrator.runner import DbThread, Endpoints, Runner, jsonable, one_line
 from ratts.orchestrator.watch import EventSink, ProgressEvent, Watch, WatchedPolicy, WatchedPRM
+from ratts.router import Current, Decision, ProbeSpec, Router
 from ratts.router.features import text_features
-from ratts.router.probe import DEFAULT_K, ProbeResult, probe, probe_params, run_with_probe
-from ratts.settings import PolicySpec, PRMSpec, Settings, load_settings
+from ratts.settings import Settings, load_settings
 from ratts.store import RunKey, Store, budget_label, open_store, problem_key
 from ratts.strategies import get_strategy
+from ratts.strategies.probe import DEFAULT_K, PROBE, ProbeResult, probe_params
 from ratts.text import check_text
 from ratts.types import Budget, Outcome, Problem, RunConfig, StrategyParams
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 #: N of a forced strategy when neither ``params`` nor ``budget.n`` says otherwise.
 DEFAULT_FORCED_N = 4
@@ -97,18 +91,6 @@ def as_problem(question: str | Problem) -> Problem:
     return problem
 
 
-def _jsonable(features: Mapping[str, Any]) -> dict[str, Any]:
-    """Features fit for JSON everywhere (NaN is not JSON): non-finite floats become None."""
-    return {
-        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in features.items()
-    }
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or "(no message)"
-    return f"{type(exc).__name__}: {text}"
-
-
 class Orchestrator:
     """Solve questions with the compute-optimal strategy: the async Python API.
 
@@ -148,33 +130,13 @@ class Orchestrator:
         self.lam = lam
         self.seed = seed
         self.log_runs = log_runs
-        self._policies: dict[str, PolicyClient] = {}
-        self._prms: dict[str, PRM] = {}
-        self._owned: list[PolicyClient | PRM] = []
-        self._policy_specs: dict[str, PolicySpec] = {p.name: p for p in self.settings.policies}
-        self._prm_specs: dict[str, PRMSpec] = {p.name: p for p in self.settings.prms}
-        self._policy_order = [p.name for p in self.settings.policies]
-        self._prm_order = [p.name for p in self.settings.prms]
-        if policies:
-            self._policies = {p.name: p for p in policies}
-            self._policy_specs = {p.name: p.spec for p in policies}
-            self._policy_order = [p.name for p in policies]
-        if prms:
-            self._prms = {p.name: p for p in prms}
-            self._prm_specs = {p.name: _prm_spec(p) for p in prms}
-            self._prm_order = [p.name for p in prms]
-        # The deployment the router sees: exactly these endpoints, with their prices.
-        self._view = self.settings.model_copy(
-            update={
-                "policies": [self._policy_specs[n] for n in self._policy_order],
-                "prms": [self._prm_specs[n] for n in self._prm_order],
-            }
-        )
-        self._routing: Routing | None = None
+        self.endpoints = Endpoints(self.settings, policies=policies, prms=prms)
+        self._router: Router | None = None
+        self._runner: Runner | None = None
         self._store_arg = store
         self._store: Store | None = store if isinstance(store, Store) else None
         self._owns_store = False
-        self._db: ThreadPoolExecutor | None = None
+        self._db: DbThread | None = None
         self._start_lock = asyncio.Lock()
         self._started = False
         self._closed = False
@@ -195,13 +157,18 @@ class Orchestrator:
         async with self._start_lock:
             if self._started:
                 return
-            self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ratts-solve-db")
+            self._db = db = DbThread("ratts-solve-db")
             if self._store is None:
                 url = self._store_arg if isinstance(self._store_arg, str) else None
-                self._store = await self._in_db(open_store, url or self.settings.db_url)
+                self._store = await db(open_store, url or self.settings.db_url)
                 self._owns_store = True
-            self._routing = Routing(
-                self._view, self._store, epsilon=self.epsilon, lam=self.lam, seed=self.seed
+            self._runner = Runner(self.endpoints, self._store if self.log_runs else None, db)
+            self._router = Router(
+                self.endpoints.settings,
+                self._store,
+                epsilon=self.epsilon,
+                lam=self.lam,
+                seed=self.seed,
             )
             self._started = True
 
@@ -210,22 +177,13 @@ class Orchestrator:
         if self._closed:
             return
         self._closed = True
-        for client in self._owned:
-            with contextlib.suppress(Exception):  # closing must not mask the caller's error
-                await client.aclose()
-        self._owned.clear()
-        if self._owns_store and self._store is not None:
-            await self._in_db(self._store.close)
-            self._store = None
+        await self.endpoints.aclose()
         if self._db is not None:
-            self._db.shutdown(wait=True)
+            if self._owns_store and self._store is not None:
+                await self._db(self._store.close)
+                self._store = None
+            self._db.close()
             self._db = None
-
-    async def _in_db(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
-        """Run a blocking store call on the one DB thread, off the event loop."""
-        executor = self._db
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
 
     @property
     def store(self) -> Store | None:
@@ -235,39 +193,19 @@ class Orchestrator:
 
     @property
     def policy_names(self) -> list[str]:
-        return list(self._policy_order)
+        return self.endpoints.policy_names
 
     @property
     def prm_names(self) -> list[str]:
-        return list(self._prm_order)
+        return self.endpoints.prm_names
 
-    def policy(self, name: str | None = None) -> PolicyClient:
+    def policy(self, name: str | None = None) -> Policy:
         """The policy client called ``name`` (default: the first), built on first use."""
-        if not self._policy_order:
-            raise ConfigError("no policy endpoints configured (add [[policies]] to ratts.toml)")
-        key = name or self._policy_order[0]
-        if key not in self._policy_specs:
-            known = ", ".join(self._policy_order)
-            raise ConfigError(f"unknown policy {key!r}; configured: {known}")
-        if key not in self._policies:
-            client = build_policy(self._policy_specs[key])
-            self._policies[key] = client
-            self._owned.append(client)
-        return self._policies[key]
+        return self.endpoints.policy(name)
 
     def prm(self, name: str | None = None) -> PRM:
         """The PRM called ``name`` (default: the first), built on first use."""
-        if not self._prm_order:
-            raise ConfigError("no PRMs configured (add [[prms]] to ratts.toml)")
-        key = name or self._prm_order[0]
-        if key not in self._prm_specs:
-            known = ", ".join(self._prm_order)
-            raise ConfigError(f"unknown PRM {key!r}; configured: {known}")
-        if key not in self._prms:
-            client = build_prm(self._prm_specs[key])
-            self._prms[key] = client
-            self._owned.append(client)
-        return self._prms[key]
+        return self.endpoints.prm(name)
 
     # -- solving --------------------------------------------------------------------------
 
@@ -353,7 +291,7 @@ class Orchestrator:
                 outcome = task.result()
             except Exception as exc:  # logged below, then raised to the caller
                 failure = exc
-                error = _one_line(exc)
+                error = one_line(exc)
         else:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -365,10 +303,12 @@ class Orchestrator:
             raise failure  # the request cannot be served as asked (e.g. no config fits)
         result = self._result(problem, checked, state, outcome, partial, error, events)
         result.usage.wall_seconds = time.perf_counter() - started
-        if result.answer is not None and problem.answer is not None:
-            result.correct = await asyncio.to_thread(grade, result.answer, problem.answer)
+        runner = self._runner
+        assert runner is not None
+        if result.answer is not None:
+            result.correct = await runner.grade(result.answer, problem.answer)
         if self.log_runs:
-            await self._log(result, dataset)
+            await self._log(runner, result, dataset)
         if failure is not None:
             raise failure
         return result
@@ -428,9 +368,10 @@ class Orchestrator:
     # -- the pipeline ---------------------------------------------------------------------
 
     def _separator(self, policy: str | None) -> str:
-        name = policy or (self._policy_order[0] if self._policy_order else None)
-        spec = self._policy_specs.get(name) if name else None
-        return spec.step_separator if spec is not None else "\n\n"
+        try:
+            return self.endpoints.policy_spec(policy).step_separator
+        except ConfigError:
+            return "\n\n"
 
     def _check_prices(self, budget: Budget | None, policy: str | None) -> None:
         """A dollar budget means nothing without prices: every config would look free and
@@ -461,7 +402,7 @@ class Orchestrator:
         impl = get_strategy(strategy)
         if params is None:
             n = budget.n if budget is not None and budget.n is not None else DEFAULT_FORCED_N
-            params = StrategyParams(n=1 if strategy == "cot" else n)
+            params = StrategyParams(n=impl.fixed_n if impl.fixed_n is not None else n)
         elif budget is not None and budget.n is not None and params.n > budget.n:
             raise InputError(f"params N={params.n} is over the budget N={budget.n}")
         impl.validate(params)
@@ -478,8 +419,8 @@ class Orchestrator:
         """The probe on the requested (or first) policy and PRM, as a config (validating
         the names now). The router in charge may probe differently (``_pipeline``)."""
         policy_name = self.policy(policy).name
-        prm_name = self.prm(prm).name if prm is not None or self._prm_order else None
-        return _probe_as_config(ProbePlan(policy_name, prm_name, self.probe_k))
+        prm_name = self.prm(prm).name if prm is not None or self.prm_names else None
+        return _probe_as_config(ProbeSpec(policy_name, prm_name, self.probe_k))
 
     async def _pipeline(
         self,
@@ -494,27 +435,18 @@ class Orchestrator:
         if forced is not None:
             state.decision = Decision(config=forced, reason="forced", explanation="forced")
             watch.emit("routed", config=forced.label(), reason="forced")
-            watch.enter("strategy")
-            policy_client = WatchedPolicy(self.policy(forced.policy), watch)
-            prm_client = WatchedPRM(self.prm(forced.prm), watch) if forced.prm is not None else None
-            return await get_strategy(forced.strategy).run(
-                problem, policy_client, prm_client, forced.params
-            )
+            return await self._run(problem, forced, watch)
 
         # Routed: the router in charge, its probe, its choice, then the run (which reuses
         # the probe's samples where it can).
-        routing = self._routing
-        assert routing is not None
-        current: Current = await self._in_db(routing.current)
-        plan = routing.probe_plan(current, policy, prm, self.probe_k)
+        router = self._router
+        assert router is not None
+        assert self._db is not None
+        current: Current = await self._db(router.current)
+        plan = router.probe_spec(current, policy, prm, self.probe_k)
         state.probe_config = _probe_as_config(plan)
-        watch.enter("probe")
-        result = await probe(
-            problem,
-            WatchedPolicy(self.policy(plan.policy), watch),
-            WatchedPRM(self.prm(plan.prm), watch) if plan.prm is not None else None,
-            plan.k,
-        )
+        result = await self._run(problem, state.probe_config, watch, phase="probe")
+        assert isinstance(result, ProbeResult)
         state.probe = result
         state.probe_usage = Usage() + watch.usage
         state.features.update(result.features)
@@ -525,8 +457,8 @@ class Orchestrator:
             agreement=result.features.get("probe_agreement"),
             prm_mean=result.features.get("probe_prm_mean"),
         )
-        decision = routing.decide(
-            current, state.features, budget, policy, prm, spent=state.probe_usage
+        decision = router.decide(
+            state.features, budget, current=current, policy=policy, prm=prm, probe_result=result
         )
         state.decision = decision
         watch.emit(
@@ -534,13 +466,26 @@ class Orchestrator:
             config=decision.config.label(),
             reason=decision.reason,
             router_version=decision.router_version,
-            predicted_accuracy=next((c.predicted_accuracy for c in decision.why if c.chosen), None),
+            predicted_accuracy=decision.predicted_accuracy,
         )
-        watch.enter("strategy")
-        config = decision.config
-        policy_client = WatchedPolicy(self.policy(config.policy), watch)
-        prm_client = WatchedPRM(self.prm(config.prm), watch) if config.prm is not None else None
-        return await run_with_probe(problem, policy_client, prm_client, config, result)
+        return await self._run(problem, decision.config, watch, reuse=result)
+
+    async def _run(
+        self,
+        problem: Problem,
+        config: RunConfig,
+        watch: Watch,
+        *,
+        phase: str = "strategy",
+        reuse: ProbeResult | None = None,
+    ) -> Outcome:
+        """One config through the runner, on clients the watch observes."""
+        runner = self._runner
+        assert runner is not None
+        watch.enter(phase)
+        policy = WatchedPolicy(self.policy(config.policy), watch)
+        prm = WatchedPRM(self.prm(config.prm), watch) if config.prm is not None else None
+        return await runner.execute(problem, config, policy=policy, prm=prm, reuse=reuse)
 
     # -- results and logging --------------------------------------------------------------
 
@@ -559,8 +504,8 @@ class Orchestrator:
         if decision is not None:
             config, reason = decision.config, decision.reason
         else:
-            # Stopped before a config was chosen: the work done was the probe, which is
-            # Best-of-k sampling with PRM scores; log it as what it was.
+            # Stopped before a config was chosen: the work done was the probe; log it as
+            # what it was (a run of the probe strategy).
             assert state.probe_config is not None
             config, reason = state.probe_config, "probe_only"
         answer: str | None = None
@@ -589,7 +534,7 @@ class Orchestrator:
             partial=partial,
             reason=reason,
             why=decision.why if decision is not None else [],
-            features=_jsonable(state.features),
+            features=jsonable(state.features),
             budget=budget_label(budget),
             outcome=outcome,
             text=text,
@@ -600,16 +545,12 @@ class Orchestrator:
             events=events,
         )
 
-    async def _log(self, result: SolveResult, dataset: str | None) -> None:
-        store = self._store
-        if store is None:
-            return
+    async def _log(self, runner: Runner, result: SolveResult, dataset: str | None) -> None:
         problem = result.problem
         ds = dataset if dataset is not None else problem.meta.get("dataset")
         ds = None if ds is None else str(ds)
         result.run_key = RunKey(problem_key(problem, ds), result.config.key(), result.budget)
-        result.logged = await self._in_db(
-            store.record_run,
+        result.logged = await runner.record(
             problem,
             result.config,
             result.budget,
@@ -624,21 +565,9 @@ class Orchestrator:
         )
 
 
-def _probe_as_config(plan: ProbePlan) -> RunConfig:
-    """What a probe runs, as a config: Best-of-k with PRM scores (majority without a PRM).
-    A solve stopped during its probe is logged under it: that is the work that was done."""
+def _probe_as_config(plan: ProbeSpec) -> RunConfig:
+    """What a probe runs, as a config of the probe strategy (N = k). A solve stopped during
+    its probe is logged under it: that is the work that was done."""
     return RunConfig(
-        policy=plan.policy,
-        prm=plan.prm,
-        strategy="best_of_n" if plan.prm is not None else "majority",
-        params=probe_params(None, plan.k),
+        policy=plan.policy, prm=plan.prm, strategy=PROBE, params=probe_params(None, plan.k)
     )
-
-
-def _prm_spec(prm: PRM) -> PRMSpec:
-    """The settings record of an explicit PRM object (every ratts PRM carries one)."""
-    spec = getattr(prm, "spec", None)
-    if isinstance(spec, PRMSpec):
-        return spec
-    # A PRM from outside ratts: price it as free (nothing else is known about it).
-    return PRMSpec(name=prm.name, kind="arithmetic")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ratts.endpoints.usage import Usage
+from ratts.router.router import Considered
 from ratts.store import RunKey
 from ratts.types import Outcome, Problem, RunConfig
 
@@ -24,30 +25,6 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return value
-
-
-@dataclass(frozen=True, slots=True)
-class Considered:
-    """One candidate config the router weighed: its prediction and whether it fit."""
-
-    config: RunConfig
-    predicted_accuracy: float | None
-    predicted_cost: dict[str, float]
-    fits_budget: bool
-    chosen: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "config": self.config.label(),
-            "policy": self.config.policy,
-            "prm": self.config.prm,
-            "strategy": self.config.strategy,
-            "n": self.config.params.n,
-            "predicted_accuracy": self.predicted_accuracy,
-            "predicted_cost": dict(self.predicted_cost),
-            "fits_budget": self.fits_budget,
-            "chosen": self.chosen,
-        }
 
 
 @dataclass(slots=True)

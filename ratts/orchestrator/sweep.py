@@ -8,46 +8,30 @@ Why it is shaped like this:
   before its run starts (another process may have done it), so concurrent sweeps split the
   work; the store's insert-or-ignore makes any remaining race harmless;
 - bounded: ``concurrency`` runs at once; each endpoint client also keeps its own limit;
-- database calls go through one worker thread, so the event loop never blocks on SQLite.
+- every run goes through the one runner (``ratts.orchestrator.runner``): its store calls
+  use one worker thread, so the event loop never blocks on SQLite; progress is reported
+  through a callback (the CLI draws the bar).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import random
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from ratts.datasets import LoadResult, load_dataset, load_jsonl
-from ratts.endpoints.factory import build_policy, build_prm
-from ratts.endpoints.policy import PolicyClient
+from ratts.endpoints.policy import Policy
 from ratts.endpoints.prm import PRM
-from ratts.endpoints.usage import Usage
-from ratts.errors import ConfigError
-from ratts.grading import grade
+from ratts.errors import ConfigError, RouterError
+from ratts.orchestrator.runner import DbThread, Endpoints, Runner, dataset_of
 from ratts.orchestrator.sweep_config import validate_configs
 from ratts.settings import Settings
 from ratts.store import RunKey, Store, budget_label, problem_key
-from ratts.strategies import get_strategy
-from ratts.types import Problem, RunConfig
-
-T = TypeVar("T")
+from ratts.strategies.probe import DEFAULT_K, PROBE, probe_params
+from ratts.types import Problem, RunConfig, StrategyParams
 
 
 def load_problems(spec: str, *, n: int | None = None, seed: int = 0) -> LoadResult:
@@ -81,6 +65,8 @@ class SweepStats:
     """What one invocation did. ``skipped`` were already logged (by anyone)."""
 
     planned: int = 0
+    todo: int = 0  # not yet logged when planned
+    processed: int = 0  # of ``todo``, finished (however it ended)
     skipped: int = 0
     done: int = 0
     failed: int = 0
@@ -117,7 +103,7 @@ def plan(
     """Every (problem, config) pair with its store key; budget = the config's N."""
     items = []
     for problem in problems:
-        ds = dataset if dataset is not None else _meta_dataset(problem)
+        ds = dataset_of(problem, dataset)
         pkey = problem_key(problem, ds)
         for config in configs:
             key = RunKey(pkey, config.key(), budget_label(config.params.n))
@@ -125,121 +111,107 @@ def plan(
     return items
 
 
-def _meta_dataset(problem: Problem) -> str | None:
-    value = problem.meta.get("dataset")
-    return str(value) if value is not None else None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or "(no message)"
-    return f"{type(exc).__name__}: {text}"
-
-
 class _Sweep:
-    """One invocation's state: clients, the DB thread, counters and the progress bar."""
+    """One invocation's state: the runner, counters and the progress callback."""
 
     def __init__(
         self,
-        store: Store,
-        settings: Settings,
+        runner: Runner,
         *,
         retry_failed: bool,
-        progress: Progress | None,
-        task: TaskID | None,
+        on_progress: Callable[[SweepStats], None] | None,
     ) -> None:
-        self.store = store
-        self.settings = settings
+        self.runner = runner
         self.retry_failed = retry_failed
-        self.progress = progress
-        self.task = task
+        self.on_progress = on_progress
         self.stats = SweepStats()
-        self.db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ratts-db")
-        self.policies: dict[str, PolicyClient] = {}
-        self.prms: dict[str, PRM] = {}
 
-    async def db(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.db_thread, functools.partial(fn, *args, **kwargs))
-
-    def clients(self, config: RunConfig) -> tuple[PolicyClient, PRM | None]:
-        if config.policy not in self.policies:
-            self.policies[config.policy] = build_policy(self.settings.policy(config.policy))
-        prm: PRM | None = None
-        if config.prm is not None:
-            if config.prm not in self.prms:
-                self.prms[config.prm] = build_prm(self.settings.prm(config.prm))
-            prm = self.prms[config.prm]
-        return self.policies[config.policy], prm
-
-    async def close(self) -> None:
-        clients: list[PolicyClient | PRM] = [*self.policies.values(), *self.prms.values()]
-        for client in clients:
-            with contextlib.suppress(Exception):  # closing must not mask the sweep's outcome
-                await client.aclose()
-        self.db_thread.shutdown(wait=True)
-
-    def _tick(self, advance: int = 1) -> None:
-        if self.progress is None or self.task is None:
-            return
-        s = self.stats
-        self.progress.update(
-            self.task,
-            advance=advance,
-            done=s.done,
-            failed=s.failed,
-            acc=f"{s.accuracy:.1%}" if s.accuracy is not None else "-",
-            tps=f"{s.tokens_per_second:,.0f}",
-        )
+    def _tick(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.stats)
 
     async def run_item(self, item: SweepItem) -> None:
+        store = self.runner.store
+        assert store is not None
         include_failed = not self.retry_failed
-        if await self.db(self.store.has_run, item.key, include_failed=include_failed):
-            self.stats.skipped += 1  # another process logged it since we planned
+        s = self.stats
+        if await self.runner.db(store.has_run, item.key, include_failed=include_failed):
+            s.skipped += 1  # another process logged it since we planned
+            s.processed += 1
             self._tick()
             return
-        policy, prm = self.clients(item.config)
-        strategy = get_strategy(item.config.strategy)
-        started = time.perf_counter()
-        answer: str | None = None
-        correct: bool | None = None
-        reward: float | None = None
-        error: str | None = None
-        try:
-            outcome = await strategy.run(item.problem, policy, prm, item.config.params)
-            usage = outcome.usage
-            answer, reward = outcome.answer, outcome.final_reward
-            correct = await asyncio.to_thread(grade, answer, item.problem.answer)
-        except Exception as exc:
-            usage = Usage()
-            error = _one_line(exc)
-        if not usage.wall_seconds:
-            usage.wall_seconds = time.perf_counter() - started
-        inserted = await self.db(
-            self.store.record_run,
+        record = await self.runner.run_config(
             item.problem,
             item.config,
-            item.key.budget,
+            budget=item.key.budget,
             dataset=item.dataset,
-            answer=answer,
-            correct=correct,
-            final_reward=reward,
-            usage=usage,
-            error=error,
             replace_failed=self.retry_failed,
         )
-        s = self.stats
-        if not inserted:
+        s.processed += 1
+        if not record.logged:
             s.skipped += 1  # a concurrent writer got there first
-        elif error is not None:
+        elif record.error is not None:
             s.failed += 1
-            s.errors.append(f"{item.problem.id} x {item.config.label()}: {error}")
+            s.errors.append(f"{item.problem.id} x {item.config.label()}: {record.error}")
         else:
             s.done += 1
-            s.tokens += usage.total_tokens
-            if correct is not None:
+            s.tokens += record.usage.total_tokens
+            if record.correct is not None:
                 s.graded += 1
-                s.correct += int(correct)
+                s.correct += int(record.correct)
         self._tick()
+
+
+async def drive(
+    items: Sequence[SweepItem],
+    store: Store,
+    endpoints: Endpoints,
+    *,
+    concurrency: int = 16,
+    retry_failed: bool = False,
+    on_progress: Callable[[SweepStats], None] | None = None,
+) -> SweepStats:
+    """Run the ``items`` not yet logged through the runner, ``concurrency`` at once.
+
+    Shared by ``run_sweep`` and router training's ``collect_probes``; the caller owns
+    ``store`` and ``endpoints``.
+    """
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+    db = DbThread()
+    try:
+        done = await db(store.done_keys, include_failed=not retry_failed)
+        todo = [item for item in items if item.key not in done]
+        random.shuffle(todo)  # concurrent sweeps of the same plan then split the work
+        sweep = _Sweep(
+            Runner(endpoints, store, db), retry_failed=retry_failed, on_progress=on_progress
+        )
+        sweep.stats.planned = len(items)
+        sweep.stats.skipped = len(items) - len(todo)
+        sweep.stats.todo = len(todo)
+        sweep._tick()
+        queue: asyncio.Queue[SweepItem] = asyncio.Queue()
+        for item in todo:
+            queue.put_nowait(item)
+
+        async def worker() -> None:
+            while True:
+                try:
+                    item = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                await sweep.run_item(item)
+
+        workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(todo)))]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        return sweep.stats
+    finally:
+        db.close()
 
 
 async def run_sweep(
@@ -251,8 +223,7 @@ async def run_sweep(
     dataset: str | None = None,
     concurrency: int = 16,
     retry_failed: bool = False,
-    progress: bool = True,
-    console: Console | None = None,
+    on_progress: Callable[[SweepStats], None] | None = None,
 ) -> SweepStats:
     """Run every (problem, config) not yet logged and log each as it finishes.
 
@@ -260,54 +231,71 @@ async def run_sweep(
     ``meta["dataset"]``). A run that raises is logged with its one-line error and counted as
     failed; with ``retry_failed`` logged failures are run again and replaced. Config and
     settings problems raise ConfigError before anything runs; a StoreError stops the sweep
-    (rows already committed stay).
+    (rows already committed stay). ``on_progress`` gets the stats once planned and after
+    every run (the CLI draws its progress bar from it).
     """
     if concurrency < 1:
         raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
     if not configs:
         raise ConfigError("no configs to sweep")
     validate_configs(configs, settings)
-    items = plan(problems, configs, dataset)
-    done = await asyncio.to_thread(store.done_keys, include_failed=not retry_failed)
-    todo = [item for item in items if item.key not in done]
-    random.shuffle(todo)  # concurrent sweeps of the same plan then split the work
-
-    bar = Progress(
-        TextColumn("[bold]sweep"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("done {task.fields[done]} · failed {task.fields[failed]}"),
-        TextColumn("· acc {task.fields[acc]} · {task.fields[tps]} tok/s"),
-        TimeElapsedColumn(),
-        console=console or Console(stderr=True),
-        disable=not progress,
-    )
-    task = bar.add_task("sweep", total=len(todo), done=0, failed=0, acc="-", tps="0")
-    sweep = _Sweep(store, settings, retry_failed=retry_failed, progress=bar, task=task)
-    sweep.stats.planned = len(items)
-    sweep.stats.skipped = len(items) - len(todo)
-    queue: asyncio.Queue[SweepItem] = asyncio.Queue()
-    for item in todo:
-        queue.put_nowait(item)
-
-    async def worker() -> None:
-        while True:
-            try:
-                item = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            await sweep.run_item(item)
-
-    workers: list[asyncio.Task[None]] = []
+    endpoints = Endpoints(settings)
     try:
         for config in configs:  # build every client now: a bad endpoint spec fails up front
-            sweep.clients(config)
-        workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(todo)))]
-        with bar:
-            await asyncio.gather(*workers)
+            endpoints.clients(config)
+        return await drive(
+            plan(problems, configs, dataset),
+            store,
+            endpoints,
+            concurrency=concurrency,
+            retry_failed=retry_failed,
+            on_progress=on_progress,
+        )
     finally:
-        for w in workers:
-            w.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-        await sweep.close()
-    return sweep.stats
+        await endpoints.aclose()
+
+
+async def collect_probes(
+    store: Store,
+    problems: Sequence[Problem],
+    policy: Policy,
+    prm: PRM | None,
+    *,
+    k: int = DEFAULT_K,
+    params: StrategyParams | None = None,
+    dataset: str | None = None,
+    concurrency: int = 16,
+    on_progress: Callable[[SweepStats], None] | None = None,
+) -> int:
+    """Probe every problem not yet probed this way and log it (the ``probe`` strategy,
+    through the runner like any sweep); returns how many were logged.
+
+    Resumable like the sweep: problems whose probe row exists are skipped, and probes that
+    failed before are tried again. Raises RouterError naming the first failure when some
+    probes failed (they are logged as failed; the rest are kept).
+    """
+    if concurrency < 1:
+        raise RouterError(f"concurrency must be >= 1, got {concurrency}")
+    if k < 1:
+        raise RouterError(f"the probe needs k >= 1 samples, got {k}")
+    config = RunConfig(
+        policy=policy.name,
+        prm=prm.name if prm is not None else None,
+        strategy=PROBE,
+        params=probe_params(params, k),
+    )
+    endpoints = Endpoints(policies=[policy], prms=[prm] if prm is not None else None)
+    stats = await drive(
+        plan(problems, [config], dataset),
+        store,
+        endpoints,
+        concurrency=concurrency,
+        retry_failed=True,
+        on_progress=on_progress,
+    )
+    if stats.failed:
+        raise RouterError(
+            f"{stats.failed} of {stats.todo} probes failed (first: {stats.errors[0]}); "
+            f"{stats.done} were logged; run again to retry the failed ones"
+        )
+    return stats.done

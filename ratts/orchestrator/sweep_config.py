@@ -106,7 +106,7 @@ def configs_from_flags(
 ) -> list[RunConfig]:
     """The product of the flags. Missing policy/PRM: the first configured one.
 
-    Strategies that need no PRM get none; ``cot`` always runs with N=1.
+    Strategies that need no PRM get none; a strategy with a fixed N (CoT: 1) runs with it.
     """
     if not strategies:
         raise ConfigError("give --strategy (one or more) or a sweep file with --configs")
@@ -117,7 +117,7 @@ def configs_from_flags(
         prm_names: list[str | None] = (
             (list(prms) or [settings.prm().name]) if strategy.needs_prm else [None]
         )
-        n_values = [1] if name == "cot" else (list(ns) or [1])
+        n_values = [strategy.fixed_n] if strategy.fixed_n is not None else (list(ns) or [1])
         for policy, prm, n in itertools.product(policy_names, prm_names, n_values):
             entry = {"policy": policy, "prm": prm, "strategy": name, "n": n, **(params or {})}
             configs.append(_build(entry, f"--strategy {name}"))

@@ -10,7 +10,9 @@ policy and PRM call complete, so the orchestrator always knows
   answer, else the most common answer among finished samples (the deadline fallback),
 - progress worth streaming (samples drawn, candidates scored, search depth reached).
 
-The wrappers hold no HTTP resources of their own; closing them is a no-op.
+The wrappers implement the ``Policy`` and ``PRM`` protocols by delegating every call, so
+they observe requests without changing them; they hold no HTTP resources of their own and
+closing them is a no-op.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
-from ratts.endpoints.policy import CompletionResult, PolicyClient
+from ratts.endpoints.policy import CompletionResult, Policy, SamplingOptions
 from ratts.endpoints.prm import PRM, PRMResult
 from ratts.endpoints.usage import Usage
 from ratts.grading import extract_answer, has_boxed
+from ratts.settings import PolicySpec
 from ratts.strategies.scoring import aggregate, normalize_answer
 from ratts.types import Aggregation, Candidate
 
@@ -146,54 +149,63 @@ class Watch:
         return BestSoFar(None, None, "none")
 
 
-class WatchedPolicy(PolicyClient):
-    """A PolicyClient that reports every completed call to a Watch.
+class WatchedPolicy:
+    """A Policy that reports every completed call to a Watch.
 
-    It shares the wrapped client's HTTP connection pool and concurrency slots (anything not
-    overridden here is looked up on the wrapped client), and never closes them.
+    Every method delegates to the wrapped policy explicitly, so a watched strategy sends
+    exactly the requests an unwatched one sends (one list-prompt request per search step);
+    the wrapper only looks at results. It shares the wrapped client's HTTP pool and never
+    closes it.
     """
 
-    def __init__(self, inner: PolicyClient, watch: Watch) -> None:
-        # Deliberately no super().__init__(): that would open a second HTTP client.
-        self.spec = inner.spec
+    def __init__(self, inner: Policy, watch: Watch) -> None:
         self._inner = inner
         self._watch = watch
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    @property
+    def inner(self) -> Policy:
+        return self._inner
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    @property
+    def spec(self) -> PolicySpec:
+        return self._inner.spec
+
+    @property
+    def separator(self) -> str:
+        return self._inner.separator
 
     @property
     def n_supported(self) -> bool:
         return self._inner.n_supported
 
-    @property
-    def inner(self) -> PolicyClient:
-        return self._inner
+    def prompt(self, question: str) -> str:
+        return self._inner.prompt(question)
 
     async def complete(
-        self,
-        prompt: str,
-        *,
-        n: int = 1,
-        stop: list[str] | None = None,
-        max_tokens: int = 256,
-        temperature: float = 0.8,
-        top_p: float = 1.0,
-        seed: int | None = None,
-        logprobs: int | None = None,
+        self, prompt: str, *, seed: int | None = None, **options: Unpack[SamplingOptions]
     ) -> CompletionResult:
-        result = await self._inner.complete(
-            prompt,
-            n=n,
-            stop=stop,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            logprobs=logprobs,
-        )
-        self._watch.completed(result, whole=self.separator not in (stop or ()))
+        result = await self._inner.complete(prompt, seed=seed, **options)
+        self._observe(result, options.get("stop"))
         return result
+
+    async def complete_many(
+        self,
+        prompts: Sequence[str],
+        *,
+        seeds: Sequence[int | None] | None = None,
+        **options: Unpack[SamplingOptions],
+    ) -> CompletionResult:
+        result = await self._inner.complete_many(prompts, seeds=seeds, **options)
+        self._observe(result, options.get("stop"))
+        return result
+
+    def _observe(self, result: CompletionResult, stop: list[str] | None) -> None:
+        """Without the step separator among the stops, the choices are whole solutions."""
+        self._watch.completed(result, whole=self.separator not in (stop or ()))
 
     async def aclose(self) -> None:
         """The wrapped client belongs to the orchestrator; nothing to close here."""

@@ -20,11 +20,11 @@ from typing import Any, Literal
 
 from ratts.errors import ConfigError
 from ratts.settings import PolicySpec, PRMSpec, Settings
+from ratts.strategies import get_strategy
+from ratts.strategies.reuse import is_stepwise, samples_of
 from ratts.types import Budget, RunConfig, StrategyParams
 
 CostUnit = Literal["n", "tokens", "flops", "usd"]
-WHOLE_SOLUTION = ("cot", "majority", "best_of_n")
-TREE = ("beam_search", "dvts")
 DEFAULT_STRATEGIES = ("cot", "majority", "best_of_n", "beam_search")
 DEFAULT_NS = (4, 16, 64)
 PRIOR_FILL = 0.5  # a sample is assumed to use half its max_tokens
@@ -231,8 +231,9 @@ def candidate_configs(
     prms: Sequence[str] | None = None,
     params: StrategyParams | None = None,
 ) -> list[RunConfig]:
-    """policies x PRMs x strategies x N from settings; CoT runs with N=1 and no PRM,
-    majority with no PRM; tree searches skip N that is not a multiple of the beam width."""
+    """policies x PRMs x strategies x N from settings, read from each strategy's traits: a
+    fixed N (CoT: 1) replaces ``ns``, a strategy that needs no PRM runs without one, and a
+    step-wise search skips N that is not a multiple of the beam width."""
     base = params or StrategyParams()
     policy_names = list(policies) if policies is not None else [p.name for p in settings.policies]
     prm_names = list(prms) if prms is not None else [p.name for p in settings.prms]
@@ -244,14 +245,11 @@ def candidate_configs(
         settings.prm(name)
     out: dict[str, RunConfig] = {}
     for policy, strategy in itertools.product(policy_names, strategies):
-        if strategy == "cot":
-            combos: Iterable[tuple[str | None, int]] = [(None, 1)]
-        elif strategy == "majority":
-            combos = [(None, n) for n in ns]
-        else:
-            combos = itertools.product(prm_names, ns)
-        for prm, n in combos:
-            if strategy in TREE and n % base.beam_width:
+        impl = get_strategy(strategy)
+        scorers: Sequence[str | None] = prm_names if impl.needs_prm else [None]
+        sizes = [impl.fixed_n] if impl.fixed_n is not None else ns
+        for prm, n in itertools.product(scorers, sizes):
+            if impl.stepwise and n % base.beam_width:
                 continue
             config = RunConfig(
                 policy=policy,
@@ -323,7 +321,7 @@ class CostModel:
 
     def predict(self, config: RunConfig) -> CandidateConfig:
         """The config's predicted cost (log means when logged, else the prior)."""
-        n = 1 if config.strategy == "cot" else config.params.n
+        n = samples_of(config)
         logged = self.logged.get(config.key())
         if logged is None:
             prompt, completion, prm_tokens = prior_tokens(config)
@@ -363,12 +361,12 @@ def prior_tokens(config: RunConfig) -> tuple[float, float, float]:
     prompt and PRM tokens (they re-send and re-score prefixes).
     """
     p = config.params
-    n = 1 if config.strategy == "cot" else p.n
+    n = samples_of(config)
     sample = PRIOR_FILL * p.max_tokens
     completion = n * sample
     prompt = PRIOR_PROMPT_TOKENS
     prm_tokens = n * (PRIOR_PROMPT_TOKENS + sample) if config.prm else 0.0
-    if config.strategy in TREE:
+    if is_stepwise(config):
         prompt *= PRIOR_TREE_FACTOR * max(1, n // max(p.beam_width, 1))
         prm_tokens *= PRIOR_TREE_FACTOR
     return prompt, completion, prm_tokens

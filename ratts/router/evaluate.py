@@ -39,7 +39,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from statistics import fmean
 from typing import Any, Literal
 
@@ -47,12 +46,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ratts.errors import RouterError
-from ratts.router import ProbeSpec
 from ratts.router.candidates import CostModel, record_config
+from ratts.router.candidates import pick as choose
+from ratts.router.features import PASS_AT_1
 from ratts.router.model import RouterModel, design_row
-from ratts.router.probe import remaining_fraction
+from ratts.router.router import ProbeSpec, price_after_probe
 from ratts.router.train import (
-    PASS_AT_1,
     Record,
     default_probe,
     design,
@@ -62,7 +61,8 @@ from ratts.router.train import (
     split_problems,
     with_features,
 )
-from ratts.types import RunConfig, StrategyParams
+from ratts.strategies.reuse import remaining_fraction
+from ratts.types import Budget, RunConfig, StrategyParams
 
 Unit = Literal["tokens", "flops", "usd"]
 UNIT_FIELD = {"tokens": "tokens", "flops": "flops", "usd": "dollars"}
@@ -273,8 +273,12 @@ def evaluate(records: Sequence[Record], cfg: EvalConfig | None = None) -> EvalRe
     model = RouterModel(**{"random_state": cfg.seed, **(cfg.model_params or {})})
     model.fit(rows, labels, groups)
     unit_cost = CostModel.from_records(data.train_runs)
-    predicted = np.array([unit_cost.predict(c).cost.value(cfg.unit) for c in configs])
     k = data.spec.k
+    # priced as the served router prices them: the one pricing rule, probe reuse included
+    listed = unit_cost.candidates(configs)
+    priced = price_after_probe(listed, data.spec.policy, k, data.probe_params)
+    predicted = np.array([c.cost.value(cfg.unit) for c in listed])
+    effective_pred = np.array([c.cost.value(cfg.unit) for c in priced])
     share = np.array(
         [remaining_fraction(c, data.spec.policy, k, data.probe_params) for c in configs]
     )
@@ -282,8 +286,8 @@ def evaluate(records: Sequence[Record], cfg: EvalConfig | None = None) -> EvalRe
     proba = model.predict_proba([design_row(f, c) for f in data.features for c in configs])[
         :, 1
     ].reshape(n_test, len(configs))
-    effective_pred = predicted * share
     realized = data.cost * share[None, :] + data.probe_cost[:, None]
+    column = {c.key(): j for j, c in enumerate(configs)}
 
     curves: dict[str, list[Point]] = {}
     # router: a lambda sweep
@@ -294,7 +298,17 @@ def evaluate(records: Sequence[Record], cfg: EvalConfig | None = None) -> EvalRe
     router_points = []
     rows_idx = np.arange(n_test)
     for lam in lambdas:
-        pick = _argbest(proba - lam * effective_pred[None, :], effective_pred)
+        # the router's own decision function (``pick``), with no per-query budget
+        pick = np.array(
+            [
+                column[
+                    choose(
+                        priced, [float(a) for a in proba[i]], Budget(), lam=lam, unit=cfg.unit
+                    ).config.key()
+                ]
+                for i in range(n_test)
+            ]
+        )
         router_points.append(
             Point(
                 float(realized[rows_idx, pick].mean()),
@@ -486,117 +500,3 @@ def _compare(
         "within_3_points_of_oracle_bins": bool(vs_bins) and min(vs_bins) >= -0.03,
     }
     return table, summary
-
-
-# ---------------------------------------------------------------- output
-
-
-def _fmt_compute(value: float) -> str:
-    return f"{value:.3g}"
-
-
-def format_table(report: EvalReport) -> str:
-    """The comparison as a Markdown table plus the summary lines."""
-    unit = report.config["unit"]
-    head = [f"mean compute ({unit})", *METHODS, "best fixed config"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in report.table:
-        cells = [_fmt_compute(row["compute"])]
-        for name in METHODS:
-            v = row.get(name)
-            cells.append("-" if v is None else f"{100 * v:.1f}%")
-        cells.append(str(row.get("best fixed config") or "-"))
-        lines.append("| " + " | ".join(cells) + " |")
-    s = report.summary
-    c = report.counts
-    lines.append("")
-    lines.append(
-        f"test problems: {c['test_problems']} (bins: {c['test_bins']}); train problems: "
-        f"{c['train_problems']}; candidate configs: {c['candidate_configs']}; probe: {c['probe']}"
-    )
-    lines.append(f"difficulty bins from: {report.pass1_source}")
-    lines.extend(f"note: {n}" for n in report.notes)
-    if s:
-        gain = 100 * (s["mean_gain_vs_best_fixed"] or 0)
-        lines.append(
-            f"router vs best fixed config at matched compute: better at "
-            f"{s['router_beats_best_fixed_at']}/{s['levels']} levels, worse at "
-            f"{s['router_below_best_fixed_at']}; mean gain {gain:.1f} points "
-            f"(max {100 * (s['max_gain_vs_best_fixed'] or 0):.1f})"
-        )
-        lines.append(
-            f"router vs oracle bins (paper rule): worst gap "
-            f"{100 * (s['worst_gap_to_oracle_bins'] or 0):.1f} points, mean gap "
-            f"{100 * (s['mean_gap_to_oracle_bins'] or 0):.1f} (negative = router ahead); "
-            f"within 3 points: {s['within_3_points_of_oracle_bins']}"
-        )
-    return "\n".join(lines)
-
-
-def plot_curves(report: EvalReport, path: Path) -> Path:
-    """Accuracy vs mean compute for every method (log x), written as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
-    ax.scatter(
-        [p.compute for p in report.fixed],
-        [100 * p.accuracy for p in report.fixed],
-        s=14,
-        color="0.7",
-        label="fixed configs",
-        zorder=1,
-    )
-    styles = {
-        "router": ("-o", "C0"),
-        "best fixed": ("--", "0.4"),
-        "majority vote": (":", "C2"),
-        "oracle bins (paper rule)": ("-s", "C1"),
-        "oracle bins + lambda": ("-.", "C4"),
-        "per-problem oracle": ("-", "C3"),
-    }
-    for name in METHODS:
-        points = report.curves.get(name) or []
-        if not points:
-            continue
-        style, color = styles[name]
-        xs, ys = _steps(points)  # a frontier is a step: no mixing between its points
-        line = style.rstrip("os")
-        ax.plot(xs, ys, line, color=color, label=name, linewidth=1.5, zorder=2)
-        if style != line:
-            ax.plot(
-                [p.compute for p in points],
-                [100 * p.accuracy for p in points],
-                style[-1],
-                color=color,
-                markersize=3,
-                zorder=3,
-            )
-    ax.set_xscale("log")
-    ax.set_xlabel(f"mean compute per problem ({report.config['unit']})")
-    ax.set_ylabel("accuracy on held-out problems (%)")
-    ax.set_title("Router vs baselines at matched mean compute")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def _steps(points: Sequence[Point]) -> tuple[list[float], list[float]]:
-    xs: list[float] = []
-    ys: list[float] = []
-    for i, p in enumerate(points):
-        if i:
-            xs.append(p.compute)
-            ys.append(100 * points[i - 1].accuracy)
-        xs.append(p.compute)
-        ys.append(100 * p.accuracy)
-    if points:
-        xs.append(points[-1].compute * 3)
-        ys.append(100 * points[-1].accuracy)
-    return xs, ys

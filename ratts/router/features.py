@@ -3,7 +3,7 @@
 Pure functions with stable keys, so a feature row logged today can be read by a router
 trained tomorrow. Missing values are NaN (numeric) or ``"none"`` (categorical); the model
 handles both natively. The probe features (k samples scored by the PRM) live in
-``ratts.router.probe``; ``split_features`` separates any feature dict into model inputs.
+``ratts.strategies.probe``; ``split_features`` separates any feature dict into model inputs.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ Features = dict[str, FeatureValue]
 
 MISSING = "none"
 LABEL_PREFIX = "label_"  # keys that need the gold answer: logged for evaluation, never inputs
+PASS_AT_1 = f"{LABEL_PREFIX}pass_at_1"  # share of a probe's samples graded correct
 
 TEXT_NUMERIC = (
     "text_chars",

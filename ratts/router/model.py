@@ -41,8 +41,9 @@ from ratts.router.candidates import (
     pick,
 )
 from ratts.router.features import TEXT_CATEGORICAL, TEXT_NUMERIC, split_features
-from ratts.router.probe import PROBE_NUMERIC
 from ratts.settings import Settings
+from ratts.strategies.probe import PROBE_NUMERIC
+from ratts.strategies.reuse import is_stepwise, samples_of
 from ratts.types import Budget, RunConfig
 
 CONFIG_CATEGORICAL = ("policy", "prm", "strategy")
@@ -55,8 +56,8 @@ GROUP_KEY = "problem_id"
 
 def config_inputs(config: RunConfig) -> dict[str, Any]:
     """The model inputs that describe a config (N is the paper's budget)."""
-    n = 1 if config.strategy == "cot" else config.params.n
-    tree = config.strategy in ("beam_search", "dvts")
+    n = samples_of(config)
+    tree = is_stepwise(config)
     return {
         "policy": config.policy,
         "prm": config.prm or "none",

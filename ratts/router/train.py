@@ -6,136 +6,35 @@ is tested on synthetic logs; the store is reached only through the thin adapters
 
 Where features come from: a run logged by ``solve`` carries its own probe features; runs
 logged by ``ratts sweep`` do not, so the probe is logged once per problem as a run of the
-pseudo-strategy ``probe`` (``collect_probes``: k samples of the probe policy, PRM-scored,
-with the fraction graded correct kept as ``label_pass_at_1``, which is never a model
-input). Training joins each run to its problem's probe row.
+``probe`` strategy (``ratts.orchestrator.sweep.collect_probes``: k samples of the probe
+policy, PRM-scored, with the fraction graded correct kept as ``label_pass_at_1``, which is
+never a model input). Training joins each run to its problem's probe row.
 """
 
 from __future__ import annotations
 
-import asyncio
-import math
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ratts.endpoints.policy import PolicyClient
-from ratts.endpoints.prm import PRM
 from ratts.errors import RouterError
-from ratts.grading import grade
 from ratts.router import ProbeSpec
 from ratts.router.candidates import CostModel, record_config
-from ratts.router.features import LABEL_PREFIX, text_features
+from ratts.router.features import text_features
 from ratts.router.model import MIN_ROWS, RouterModel, TrainedRouter, design_row
-from ratts.router.probe import DEFAULT_K, ProbeResult, pass_at_1, probe, probe_params
 from ratts.router.registry import register
 from ratts.settings import Settings
-from ratts.store import RunKey, Store, budget_label, problem_key
-from ratts.types import Problem, RunConfig, StrategyParams
+from ratts.store import Store
+from ratts.strategies.probe import PROBE
+from ratts.types import Problem
 
-PROBE_STRATEGY = "probe"
-PASS_AT_1 = f"{LABEL_PREFIX}pass_at_1"
+PROBE_STRATEGY = PROBE  # the strategy name of probe rows
 Record = dict[str, Any]
-
-
-# ---------------------------------------------------------------- logging probes
-
-
-def probe_config(result: ProbeResult) -> RunConfig:
-    """The pseudo-config a probe is logged under (strategy ``probe``, N = k)."""
-    return RunConfig(
-        policy=result.policy, prm=result.prm, strategy=PROBE_STRATEGY, params=result.params
-    )
-
-
-def jsonable(features: Mapping[str, Any]) -> dict[str, Any]:
-    """NaN and infinities are not JSON: they become None (read back as NaN)."""
-    return {
-        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in features.items()
-    }
-
-
-def probe_features(problem: Problem, result: ProbeResult) -> dict[str, Any]:
-    """Text + probe features, plus ``label_pass_at_1`` when the gold answer is known."""
-    features: dict[str, Any] = {**text_features(problem), **result.features}
-    rate = pass_at_1(result, problem.answer)
-    if rate is not None:
-        features[PASS_AT_1] = rate
-    return jsonable(features)
-
-
-def record_probe(
-    store: Store, problem: Problem, result: ProbeResult, *, dataset: str | None = None
-) -> bool:
-    """Log a probe as one run row; False if this problem already has this probe logged."""
-    return store.record_run(
-        problem,
-        probe_config(result),
-        budget_label(result.k),
-        dataset=dataset,
-        answer=result.answer,
-        correct=grade(result.answer, problem.answer),
-        usage=result.usage,
-        features=probe_features(problem, result),
-    )
-
-
-async def collect_probes(
-    store: Store,
-    problems: Sequence[Problem],
-    policy: PolicyClient,
-    prm: PRM | None,
-    *,
-    k: int = DEFAULT_K,
-    params: StrategyParams | None = None,
-    dataset: str | None = None,
-    concurrency: int = 16,
-    on_done: Callable[[], None] | None = None,
-) -> int:
-    """Probe every problem not yet probed this way and log it; returns how many were logged.
-
-    Resumable like the sweep: problems whose probe row exists are skipped.
-    """
-    if concurrency < 1:
-        raise RouterError(f"concurrency must be >= 1, got {concurrency}")
-    config_key = RunConfig(
-        policy=policy.name,
-        prm=prm.name if prm is not None else None,
-        strategy=PROBE_STRATEGY,
-        params=probe_params(params, k),
-    ).key()
-    budget = budget_label(k)
-    done = await asyncio.to_thread(store.done_keys, config_keys=[config_key])
-
-    def ds(problem: Problem) -> str | None:
-        if dataset is not None:
-            return dataset
-        value = problem.meta.get("dataset")
-        return str(value) if value is not None else None
-
-    todo = [p for p in problems if RunKey(problem_key(p, ds(p)), config_key, budget) not in done]
-    queue: asyncio.Queue[Problem] = asyncio.Queue()
-    for p in todo:
-        queue.put_nowait(p)
-    logged = 0
-
-    async def worker() -> None:
-        nonlocal logged
-        while not queue.empty():
-            problem = queue.get_nowait()
-            result = await probe(problem, policy, prm, k, params)
-            if await asyncio.to_thread(record_probe, store, problem, result, dataset=ds(problem)):
-                logged += 1
-            if on_done is not None:
-                on_done()
-
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(todo)))))
-    return logged
 
 
 # ---------------------------------------------------------------- reading the log

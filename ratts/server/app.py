@@ -45,7 +45,6 @@ from ratts.server.streaming import (
     completion_body,
     completion_id,
     content_pieces,
-    error_event,
     sse,
     usage_body,
 )
@@ -58,15 +57,37 @@ TOKEN_ENV = "RATTS_SERVER_TOKEN"
 DISCONNECT_POLL_S = 0.5
 
 
+# The chat request field that sets each ratts field an error can be about (N comes from
+# ``budget``, the question from ``messages``, a forced strategy from ``model``); a field
+# the request cannot set maps to no ``param``.
+REQUEST_PARAM = {
+    "n": "budget",
+    "question": "messages",
+    "strategy": "model",
+    "policy": "policy",
+    "prm": "prm",
+    "max_tokens": "max_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "seed": "seed",
+}
+# The request field that picks the endpoint of each role.
+ROLE_PARAM = {"policy": "policy", "PRM": "prm"}
+
+
 def api_error(exc: RattsError) -> ApiError:
-    """The HTTP face of a ratts error: bad input 400, failing endpoints 502, else 500."""
+    """The HTTP face of a ratts error, from its fields (never its message text): bad
+    input 400, failing endpoints 502, else 500; ``code`` is the error's own code and
+    ``param`` the request field it is about."""
+    if exc.param is not None:
+        param = REQUEST_PARAM.get(exc.param)
+    else:
+        param = ROLE_PARAM.get(exc.role or "")
     if isinstance(exc, InputError | ConfigError):
-        text = str(exc)
-        param = "prm" if "PRM" in text else "policy" if "policy" in text else None
-        return ApiError(400, text, param=param)
+        return ApiError(400, str(exc), param=param, code=exc.code)
     if isinstance(exc, EndpointError):
-        return ApiError(502, str(exc), kind="upstream_error", code="endpoint_failed")
-    return ApiError(500, str(exc), kind="server_error")
+        return ApiError(502, str(exc), kind="upstream_error", param=param, code=exc.code)
+    return ApiError(500, str(exc), kind="server_error", code=exc.code)
 
 
 def _error_response(err: ApiError) -> JSONResponse:
@@ -249,13 +270,12 @@ async def _stream(
             try:
                 result = task.result()
             except RattsError as exc:
-                err = api_error(exc)
-                yield error_event(err.message, err.kind, err.code)
+                yield sse(api_error(exc).body())  # the OpenAI client raises APIError on it
                 yield sse("[DONE]")
                 return
             except Exception:
                 log.exception("solve failed while streaming")
-                yield error_event("internal server error")
+                yield sse(ApiError(500, "internal server error", kind="server_error").body())
                 yield sse("[DONE]")
                 return
             for piece in content_pieces(answer_text(result)):

@@ -103,8 +103,3 @@ def content_pieces(text: str, separator: str = "\n\n") -> list[str]:
         return []
     parts = text.split(separator)
     return [p + separator for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
-
-
-def error_event(message: str, kind: str = "server_error", code: str | None = None) -> bytes:
-    """An in-stream error (the OpenAI client raises APIError on it)."""
-    return sse({"error": {"message": message, "type": kind, "param": None, "code": code}})

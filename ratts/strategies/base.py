@@ -1,28 +1,98 @@
-"""The Strategy protocol and the registry of strategies by name."""
+"""The Strategy base: the traits every other layer reads, and the one ``run`` opening.
+
+Facts about a strategy live here, on its class, so the router, the candidates, the
+orchestrator and the demo ask the strategy instead of matching its name. A new strategy is
+one subclass (its traits plus a ``_run`` body) and one ``register_strategy`` call.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol
+from abc import ABC, abstractmethod
+from typing import ClassVar
 
-from ratts.endpoints.policy import PolicyClient
+from ratts.endpoints.policy import Policy
 from ratts.endpoints.prm import PRM
+from ratts.errors import InvalidParamsError
+from ratts.strategies.sampling import (
+    RunLedger,
+    check_common,
+    check_problem,
+    check_tree,
+    require_prm,
+)
 from ratts.types import Outcome, Problem, StrategyParams
 
 
-class Strategy(Protocol):
-    """A test-time scaling strategy. Stateless: all knobs come in ``params``."""
+class Strategy(ABC):
+    """A test-time scaling strategy. Stateless: all knobs come in ``params``.
+
+    ``run`` is the same for every strategy (validate params, require the PRM, check the
+    problem, open the ledger); the strategy's own work is ``_run``.
+    """
 
     name: ClassVar[str]
-    needs_prm: ClassVar[bool]
+    """The registry key, logged with every run."""
+
+    needs_prm: ClassVar[bool] = False
+    """Scores candidates with a PRM: ``run`` refuses ``prm=None``, configs name a PRM."""
+
+    stepwise: ClassVar[bool] = False
+    """Samples step by step (a PRM-guided tree search): M, ``max_steps`` and
+    ``max_step_tokens`` apply, and the policy must be able to continue a partial solution."""
+
+    fixed_n: ClassVar[int | None] = None
+    """The N this strategy always uses, whatever the budget (CoT: 1); None when N is a
+    parameter. Cost predictions and configs read N from here."""
+
+    reuses_samples: ClassVar[bool] = False
+    """Draws independent whole-solution samples from the bare prompt, so samples already
+    drawn for the same question (a router probe) can stand in for some of its own."""
 
     def validate(self, params: StrategyParams) -> None:
         """Raise InvalidParamsError (one line) if params cannot work for this strategy."""
-        ...
+        if self.stepwise:
+            check_tree(self.name.replace("_", " "), params)
+        else:
+            check_common(params)
+        if self.fixed_n is not None and params.n != self.fixed_n:
+            what = "one solution" if self.fixed_n == 1 else f"{self.fixed_n} solutions"
+            raise InvalidParamsError(
+                f"{self.name} samples {what}: N must be {self.fixed_n}, got {params.n}",
+                param="n",
+            )
 
     async def run(
         self,
         problem: Problem,
-        policy: PolicyClient,
+        policy: Policy,
         prm: PRM | None,
         params: StrategyParams,
-    ) -> Outcome: ...
+    ) -> Outcome:
+        """Solve ``problem``; every error is raised before the first request."""
+        self.validate(params)
+        if self.needs_prm:
+            require_prm(self.name, prm)
+        check_problem(problem)
+        return await self._run(RunLedger(self.name, params), problem, policy, prm)
+
+    @abstractmethod
+    async def _run(
+        self, run: RunLedger, problem: Problem, policy: Policy, prm: PRM | None
+    ) -> Outcome:
+        """The strategy's own work, on checked input; ``run`` holds the params."""
+
+
+class ScoredStrategy(Strategy):
+    """A strategy guided by a PRM: its body gets the PRM, never None."""
+
+    needs_prm: ClassVar[bool] = True
+
+    async def _run(
+        self, run: RunLedger, problem: Problem, policy: Policy, prm: PRM | None
+    ) -> Outcome:
+        # run() has refused prm=None already; this narrows the type for the body.
+        return await self._scored(run, problem, policy, require_prm(self.name, prm))
+
+    @abstractmethod
+    async def _scored(self, run: RunLedger, problem: Problem, policy: Policy, prm: PRM) -> Outcome:
+        """The strategy's own work with its PRM."""

@@ -4,33 +4,22 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ratts.endpoints.policy import PolicyClient
+from ratts.endpoints.policy import Policy
 from ratts.endpoints.prm import PRM
-from ratts.strategies.sampling import RunLedger, check_problem, check_tree, require_prm
+from ratts.strategies.base import ScoredStrategy
+from ratts.strategies.sampling import RunLedger
 from ratts.strategies.tree_search import SearchShape, search, select_leaf
-from ratts.types import Outcome, Problem, StrategyParams
+from ratts.types import Outcome, Problem
 
 
-class BeamSearch:
+class BeamSearch(ScoredStrategy):
     """One search tree of N/M beams; the answer is selected over its pool of leaves."""
 
     name: ClassVar[str] = "beam_search"
-    needs_prm: ClassVar[bool] = True
+    stepwise: ClassVar[bool] = True
 
-    def validate(self, params: StrategyParams) -> None:
-        check_tree("beam search", params)
-
-    async def run(
-        self,
-        problem: Problem,
-        policy: PolicyClient,
-        prm: PRM | None,
-        params: StrategyParams,
-    ) -> Outcome:
-        self.validate(params)
-        scorer = require_prm(self.name, prm)
-        check_problem(problem)
-        run = RunLedger(self.name, params)
+    async def _scored(self, run: RunLedger, problem: Problem, policy: Policy, prm: PRM) -> Outcome:
+        params = run.params
         shape = SearchShape(keep=params.n // params.beam_width, expand=params.beam_width)
-        (leaves,) = await search(run, problem, policy, scorer, shape)
+        (leaves,) = await search(run, problem, policy, prm, shape)
         return run.outcome(leaves, select_leaf(run, leaves))

@@ -4,44 +4,27 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ratts.endpoints.policy import PolicyClient
+from ratts.endpoints.policy import Policy
 from ratts.endpoints.prm import PRM
-from ratts.strategies.sampling import (
-    RunLedger,
-    check_common,
-    check_problem,
-    require_prm,
-    solution_candidate,
-)
+from ratts.strategies.base import ScoredStrategy
+from ratts.strategies.sampling import RunLedger, solution_candidate
 from ratts.strategies.scoring import select
-from ratts.types import Outcome, Problem, StrategyParams
+from ratts.types import Outcome, Problem
 
 
-class BestOfN:
+class BestOfN(ScoredStrategy):
     """Select by ``params.selection`` (max, PRM-weighted vote, majority) over aggregated
     step scores (``params.aggregation``)."""
 
     name: ClassVar[str] = "best_of_n"
-    needs_prm: ClassVar[bool] = True
+    reuses_samples: ClassVar[bool] = True
 
-    def validate(self, params: StrategyParams) -> None:
-        check_common(params)
-
-    async def run(
-        self,
-        problem: Problem,
-        policy: PolicyClient,
-        prm: PRM | None,
-        params: StrategyParams,
-    ) -> Outcome:
-        self.validate(params)
-        scorer = require_prm(self.name, prm)
-        check_problem(problem)
-        run = RunLedger(self.name, params)
+    async def _scored(self, run: RunLedger, problem: Problem, policy: Policy, prm: PRM) -> Outcome:
+        params = run.params
         run.event("sample", n=params.n)
         choices = await run.sample(policy, policy.prompt(problem.question), n=params.n, step=False)
         candidates = [solution_candidate(c, policy.separator) for c in choices]
-        await run.score(scorer, problem.question, candidates)
+        await run.score(prm, problem.question, candidates)
         run.event("score", candidates=len(candidates))
         selected = select(candidates, params.selection, params.aggregation)
         run.event("select", how=params.selection, index=selected)

@@ -4,39 +4,23 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ratts.endpoints.policy import PolicyClient
+from ratts.endpoints.policy import Policy
 from ratts.endpoints.prm import PRM
-from ratts.errors import InvalidParamsError
-from ratts.strategies.sampling import (
-    RunLedger,
-    check_common,
-    check_problem,
-    solution_candidate,
-)
-from ratts.types import Outcome, Problem, StrategyParams
+from ratts.strategies.base import Strategy
+from ratts.strategies.sampling import RunLedger, solution_candidate
+from ratts.types import Outcome, Problem
 
 
-class CoT:
+class CoT(Strategy):
     """The baseline: a single sample (greedy with temperature 0, sampled otherwise)."""
 
     name: ClassVar[str] = "cot"
-    needs_prm: ClassVar[bool] = False
+    fixed_n: ClassVar[int | None] = 1
+    reuses_samples: ClassVar[bool] = True
 
-    def validate(self, params: StrategyParams) -> None:
-        check_common(params)
-        if params.n != 1:
-            raise InvalidParamsError(f"cot samples one solution: N must be 1, got {params.n}")
-
-    async def run(
-        self,
-        problem: Problem,
-        policy: PolicyClient,
-        prm: PRM | None,
-        params: StrategyParams,
+    async def _run(
+        self, run: RunLedger, problem: Problem, policy: Policy, prm: PRM | None
     ) -> Outcome:
-        self.validate(params)
-        check_problem(problem)
-        run = RunLedger(self.name, params)
         run.event("sample", n=1)
         choices = await run.sample(policy, policy.prompt(problem.question), n=1, step=False)
         candidate = solution_candidate(choices[0], policy.separator)

@@ -10,35 +10,24 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ratts.endpoints.policy import PolicyClient
+from ratts.endpoints.policy import Policy
 from ratts.endpoints.prm import PRM
-from ratts.strategies.sampling import RunLedger, check_problem, check_tree, require_prm
+from ratts.strategies.base import ScoredStrategy
+from ratts.strategies.sampling import RunLedger
 from ratts.strategies.tree_search import SearchShape, search, select_leaf
-from ratts.types import Outcome, Problem, StrategyParams
+from ratts.types import Outcome, Problem
 
 
-class DVTS:
+class DVTS(ScoredStrategy):
     """Diverse verifier tree search."""
 
     name: ClassVar[str] = "dvts"
-    needs_prm: ClassVar[bool] = True
+    stepwise: ClassVar[bool] = True
 
-    def validate(self, params: StrategyParams) -> None:
-        check_tree("dvts", params)
-
-    async def run(
-        self,
-        problem: Problem,
-        policy: PolicyClient,
-        prm: PRM | None,
-        params: StrategyParams,
-    ) -> Outcome:
-        self.validate(params)
-        scorer = require_prm(self.name, prm)
-        check_problem(problem)
-        run = RunLedger(self.name, params)
+    async def _scored(self, run: RunLedger, problem: Problem, policy: Policy, prm: PRM) -> Outcome:
+        params = run.params
         shape = SearchShape(keep=1, expand=params.beam_width)
         subtrees = params.n // params.beam_width
-        pools = await search(run, problem, policy, scorer, shape, trees=range(subtrees))
+        pools = await search(run, problem, policy, prm, shape, trees=range(subtrees))
         leaves = [leaf for pool in pools for leaf in pool]
         return run.outcome(leaves, select_leaf(run, leaves))

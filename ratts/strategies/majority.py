@@ -4,39 +4,26 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ratts.endpoints.policy import PolicyClient
+from ratts.endpoints.policy import Policy
 from ratts.endpoints.prm import PRM
-from ratts.strategies.sampling import (
-    RunLedger,
-    check_common,
-    check_problem,
-    solution_candidate,
-)
+from ratts.strategies.base import Strategy
+from ratts.strategies.sampling import RunLedger, solution_candidate
 from ratts.strategies.scoring import majority_index
-from ratts.types import Outcome, Problem, StrategyParams
+from ratts.types import Outcome, Problem
 
 
-class Majority:
+class Majority(Strategy):
     """Self-consistency: vote over graded-equivalent answers; ties go to the earliest."""
 
     name: ClassVar[str] = "majority"
-    needs_prm: ClassVar[bool] = False
+    reuses_samples: ClassVar[bool] = True
 
-    def validate(self, params: StrategyParams) -> None:
-        check_common(params)
-
-    async def run(
-        self,
-        problem: Problem,
-        policy: PolicyClient,
-        prm: PRM | None,
-        params: StrategyParams,
+    async def _run(
+        self, run: RunLedger, problem: Problem, policy: Policy, prm: PRM | None
     ) -> Outcome:
-        self.validate(params)
-        check_problem(problem)
-        run = RunLedger(self.name, params)
-        run.event("sample", n=params.n)
-        choices = await run.sample(policy, policy.prompt(problem.question), n=params.n, step=False)
+        n = run.params.n
+        run.event("sample", n=n)
+        choices = await run.sample(policy, policy.prompt(problem.question), n=n, step=False)
         candidates = [solution_candidate(c, policy.separator) for c in choices]
         selected = majority_index([c.answer for c in candidates])
         run.event("select", how="majority", index=selected)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ratts.endpoints.policy import Choice, CompletionResult, PolicyClient
+from ratts.endpoints.policy import Choice, CompletionResult, Policy
 from ratts.endpoints.prm import PRM
 from ratts.endpoints.usage import Usage
 from ratts.errors import BadResponseError, InputError, InvalidParamsError
@@ -24,50 +24,54 @@ from ratts.types import Candidate, Outcome, Problem, StrategyParams
 # ---------------------------------------------------------------- validation
 
 
-def check_positive(label: str, value: int) -> None:
-    """One-line InvalidParamsError unless ``value`` is a positive integer."""
+def check_positive(label: str, value: int, param: str) -> None:
+    """One-line InvalidParamsError unless ``value`` is a positive integer; ``param`` is its
+    StrategyParams field."""
     if value < 1:
-        raise InvalidParamsError(f"{label} must be a positive integer, got {value}")
+        raise InvalidParamsError(f"{label} must be a positive integer, got {value}", param=param)
 
 
 def check_common(params: StrategyParams) -> None:
     """Checks every strategy shares: a positive budget and token limits, sane sampling."""
-    check_positive("N", params.n)
-    check_positive("max_tokens", params.max_tokens)
+    check_positive("N", params.n, "n")
+    check_positive("max_tokens", params.max_tokens, "max_tokens")
     # refused here, up front, not by the server on every run of a sweep
     if not math.isfinite(params.temperature) or params.temperature < 0:
-        raise InvalidParamsError(f"temperature must be 0 or more, got {params.temperature:g}")
+        raise InvalidParamsError(
+            f"temperature must be 0 or more, got {params.temperature:g}", param="temperature"
+        )
     if not math.isfinite(params.top_p) or not 0 < params.top_p <= 1:
-        raise InvalidParamsError(f"top_p must be in (0, 1], got {params.top_p:g}")
+        raise InvalidParamsError(f"top_p must be in (0, 1], got {params.top_p:g}", param="top_p")
 
 
 def check_tree(label: str, params: StrategyParams) -> None:
     """Beam search and DVTS: N a positive multiple of M, positive step limits."""
     check_common(params)
-    check_positive("M", params.beam_width)
-    check_positive("max_steps", params.max_steps)
-    check_positive("max_step_tokens", params.max_step_tokens)
+    check_positive("M", params.beam_width, "beam_width")
+    check_positive("max_steps", params.max_steps, "max_steps")
+    check_positive("max_step_tokens", params.max_step_tokens, "max_step_tokens")
     if params.n % params.beam_width != 0:
         raise InvalidParamsError(
-            f"{label} needs N to be a multiple of M (N={params.n}, M={params.beam_width})"
+            f"{label} needs N to be a multiple of M (N={params.n}, M={params.beam_width})",
+            param="n",
         )
 
 
 def check_problem(problem: Problem) -> None:
     if not problem.question.strip():
-        raise InputError("the question is empty")
+        raise InputError("the question is empty", param="question")
 
 
 def require_prm(strategy: str, prm: PRM | None) -> PRM:
     if prm is None:
-        raise InvalidParamsError(f"{strategy} needs a PRM")
+        raise InvalidParamsError(f"{strategy} needs a PRM", param="prm")
     return prm
 
 
 # ---------------------------------------------------------------- prompts and steps
 
 
-def step_prompt(policy: PolicyClient, question: str, steps: Sequence[str]) -> str:
+def step_prompt(policy: Policy, question: str, steps: Sequence[str]) -> str:
     """The continuation prompt after ``steps``: prompt alone, or prompt + steps + separator."""
     prompt = policy.prompt(question)
     if not steps:
@@ -143,7 +147,7 @@ class RunLedger:
 
     async def sample(
         self,
-        policy: PolicyClient,
+        policy: Policy,
         prompt: str,
         *,
         n: int,
@@ -164,20 +168,22 @@ class RunLedger:
         self.usage += result.usage
         if len(result.choices) != n:
             raise BadResponseError(
-                f"policy {policy.name!r} returned {len(result.choices)} choices for n={n}"
+                f"policy {policy.name!r} returned {len(result.choices)} choices for n={n}",
+                endpoint=policy.name,
+                role="policy",
             )
         return result.choices
 
     async def sample_many(
         self,
-        policy: PolicyClient,
+        policy: Policy,
         prompts: Sequence[str],
         *,
         n: int,
         keys: Sequence[tuple[object, ...]],
     ) -> list[list[Choice]]:
         """``n`` next steps for each prompt, in one request where the client can (see
-        ``PolicyClient.complete_many``); ``keys[i]`` derives prompt i's seed."""
+        ``Policy.complete_many``); ``keys[i]`` derives prompt i's seed."""
         p = self.params
         result = await policy.complete_many(
             prompts,
@@ -192,7 +198,9 @@ class RunLedger:
         if len(result.choices) != n * len(prompts):
             raise BadResponseError(
                 f"policy {policy.name!r} returned {len(result.choices)} choices for "
-                f"{len(prompts)} prompts x n={n}"
+                f"{len(prompts)} prompts x n={n}",
+                endpoint=policy.name,
+                role="policy",
             )
         return [result.choices[i * n : (i + 1) * n] for i in range(len(prompts))]
 
@@ -209,7 +217,9 @@ class RunLedger:
         if len(result.scores) != len(todo):
             raise BadResponseError(
                 f"PRM {prm.name!r} returned {len(result.scores)} score lists "
-                f"for {len(todo)} candidates"
+                f"for {len(todo)} candidates",
+                endpoint=prm.name,
+                role="PRM",
             )
         for c, scores in zip(todo, result.scores, strict=True):
             c.step_scores = [float(s) for s in scores]

@@ -31,7 +31,9 @@ def aggregate(step_scores: Sequence[float], how: Aggregation) -> float:
         return min(max(mean, min(step_scores)), max(step_scores))  # no rounding overshoot
     if how == "prod":
         return float(math.prod(step_scores))
-    raise InvalidParamsError(f"unknown aggregation {how!r}; choose one of: last, min, mean, prod")
+    raise InvalidParamsError(
+        f"unknown aggregation {how!r}; choose one of: last, min, mean, prod", param="aggregation"
+    )
 
 
 def normalize_answer(answer: str) -> str:
@@ -122,4 +124,6 @@ def select(
         weights = [math.fsum(scores[i] for i in members) for members in classes]
         heaviest = classes[_argmax(weights, range(len(classes)))]
         return _argmax(scores, heaviest)
-    raise InvalidParamsError(f"unknown selection {how!r}; choose one of: max, weighted, majority")
+    raise InvalidParamsError(
+        f"unknown selection {how!r}; choose one of: max, weighted, majority", param="selection"
+    )

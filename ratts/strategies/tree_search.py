@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ratts.endpoints.policy import PolicyClient
+from ratts.endpoints.policy import Policy
 from ratts.endpoints.pool import gather_all
 from ratts.endpoints.prm import PRM
 from ratts.strategies.sampling import RunLedger, extend_candidate, step_prompt
@@ -54,7 +54,7 @@ class _Tree:
 async def search(
     run: RunLedger,
     problem: Problem,
-    policy: PolicyClient,
+    policy: Policy,
     prm: PRM,
     shape: SearchShape,
     trees: Sequence[int | None] = (None,),
@@ -113,7 +113,7 @@ async def search(
 async def _expand(
     run: RunLedger,
     problem: Problem,
-    policy: PolicyClient,
+    policy: Policy,
     tree: _Tree,
     expand: int,
     depth: int,

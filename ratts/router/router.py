@@ -1,0 +1,335 @@
+"""The one router: features + candidates + budget -> Decision. It decides; it runs nothing.
+
+``Orchestrator.solve`` (so ``ratts solve`` and ``ratts serve``), the tests and the benches
+all ask this object, so the decision that is served is the decision that is evaluated.
+
+- The trained router is looked up in the store's registry on every decision (one small
+  query; the artifact is reloaded only when the current version changes), so a long-lived
+  server follows ``ratts router train`` / ``ratts router use`` without a restart. Without
+  one, the paper's rule (``ColdStartRouter``) decides over ``candidate_configs(settings)``.
+- A router artifact that fails to load (tampered, missing) is refused by the registry; the
+  cold-start rule then decides and the explanation says so.
+- One pricing rule, ``price_after_probe``: a candidate that reuses the probe's samples is
+  charged only for the samples it still draws, and the probe's own spend is taken off the
+  budget once (``remaining``), so the probe is charged exactly once. ``ratts router eval``
+  prices with the same function.
+
+scikit-learn and skops take seconds to import; the registry (and through it the model)
+loads on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ratts.endpoints.usage import Usage
+from ratts.errors import InputError, RouterError
+from ratts.router.candidates import (
+    CandidateConfig,
+    Choice,
+    Cost,
+    CostModel,
+    CostUnit,
+    candidate_configs,
+)
+from ratts.router.coldstart import ColdStartRouter
+from ratts.settings import Settings
+from ratts.strategies.probe import DEFAULT_K, ProbeResult
+from ratts.strategies.reuse import remaining_fraction
+from ratts.types import Budget, RunConfig, StrategyParams
+
+if TYPE_CHECKING:
+    from ratts.router.model import TrainedRouter
+    from ratts.router.registry import RouterRegistry
+    from ratts.store import Store
+
+log = logging.getLogger(__name__)
+
+TOP_CANDIDATES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSpec:
+    """Which probe a router's features come from (policy, PRM, k): what solve runs first."""
+
+    policy: str
+    prm: str | None
+    k: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy, "prm": self.prm, "k": self.k}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProbeSpec:
+        return cls(str(data["policy"]), data.get("prm"), int(data["k"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Considered:
+    """One candidate config the router weighed: its prediction and whether it fit."""
+
+    config: RunConfig
+    predicted_accuracy: float | None
+    predicted_cost: dict[str, float]
+    fits_budget: bool
+    chosen: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.label(),
+            "policy": self.config.policy,
+            "prm": self.config.prm,
+            "strategy": self.config.strategy,
+            "n": self.config.params.n,
+            "predicted_accuracy": self.predicted_accuracy,
+            "predicted_cost": dict(self.predicted_cost),
+            "fits_budget": self.fits_budget,
+            "chosen": self.chosen,
+        }
+
+
+@dataclass(slots=True)
+class Decision:
+    """The config to run and why: how it was decided, the ranking, the router version."""
+
+    config: RunConfig
+    reason: str  # forced | router | exploration | cold_start
+    explanation: str = ""
+    why: list[Considered] = field(default_factory=list)
+    router_version: str | None = None
+    predicted_accuracy: float | None = None
+
+
+@dataclass(slots=True)
+class Current:
+    """The router in charge of one decision: a trained one (with its version) or None."""
+
+    trained: TrainedRouter | None
+    version: str | None
+    note: str = ""
+
+
+# ---------------------------------------------------------------- pricing
+
+
+def price_after_probe(
+    candidates: Sequence[CandidateConfig],
+    policy: str,
+    k: int,
+    params: StrategyParams | None = None,
+) -> list[CandidateConfig]:
+    """THE pricing rule after a probe of ``k`` samples from ``policy`` (with ``params``): a
+    config that reuses the probe's samples is charged for the share of its samples it
+    still draws (N - k of N); the others are unchanged."""
+    out = []
+    for cand in candidates:
+        share = remaining_fraction(cand.config, policy, k, params)
+        if share >= 1.0:
+            out.append(cand)
+            continue
+        c = cand.cost
+        cost = Cost(n=c.n, tokens=c.tokens * share, flops=c.flops * share, usd=c.usd * share)
+        out.append(CandidateConfig(cand.config, cost, cand.from_log))
+    return out
+
+
+def remaining(budget: Budget, spent: Usage | None) -> Budget:
+    """What is left of ``budget`` after ``spent`` (N is per step, so it is not consumed)."""
+    if spent is None:
+        return budget
+    return Budget(
+        n=budget.n,
+        tokens=None if budget.tokens is None else budget.tokens - spent.total_tokens,
+        flops=None if budget.flops is None else budget.flops - spent.flops,
+        usd=None if budget.usd is None else budget.usd - spent.dollars,
+    )
+
+
+def considered(choice: Choice, top: int = TOP_CANDIDATES) -> list[Considered]:
+    """The best ``top`` of the ranking (plus the chosen config if it ranked lower)."""
+    out: list[Considered] = []
+    chosen_key = choice.config.key()
+    for i, r in enumerate(choice.ranking):
+        is_chosen = r.config.key() == chosen_key
+        if i >= top and not is_chosen:
+            continue
+        cost = r.predicted_cost
+        out.append(
+            Considered(
+                config=r.config,
+                predicted_accuracy=r.predicted_accuracy,
+                predicted_cost={
+                    "n": float(cost.n),
+                    "tokens": cost.tokens,
+                    "flops": cost.flops,
+                    "usd": cost.usd,
+                },
+                fits_budget=r.fits,
+                chosen=is_chosen,
+            )
+        )
+    return out
+
+
+# ---------------------------------------------------------------- the router
+
+
+class Router:
+    """Route queries for one deployment (settings) and one run log (store, optional).
+
+    ``epsilon`` explores a random in-budget candidate (seeded by ``seed``); ``lam`` makes it
+    maximise accuracy - lam x cost within the budget instead of accuracy alone. ``configs``
+    replaces the cold-start rule's candidates (default: ``candidate_configs(settings)``).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store | None = None,
+        *,
+        epsilon: float = 0.0,
+        lam: float | None = None,
+        seed: int | None = None,
+        configs: Sequence[RunConfig] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.epsilon = epsilon
+        self.lam = lam
+        self.registry: RouterRegistry | None = None
+        if store is not None:
+            from ratts.router.registry import RouterRegistry
+
+            self.registry = RouterRegistry(store)
+        self._rng = random.Random(seed)
+        self._cold_configs = list(configs) if configs is not None else None
+        self.cold = ColdStartRouter.from_settings(settings, epsilon=epsilon, seed=seed)
+
+    def current(self) -> Current:
+        """The store's current trained router (blocking: call it off the event loop)."""
+        if self.registry is None:
+            return Current(None, None, "no run log to hold a trained router")
+        try:
+            found = self.registry.current()
+        except RouterError as exc:
+            log.warning("trained router refused, using the cold-start rule: %s", exc)
+            return Current(None, None, f"trained router refused ({exc})")
+        if found is None:
+            return Current(None, None)
+        version, trained = found
+        return Current(trained, version)
+
+    def probe_spec(
+        self,
+        current: Current | None = None,
+        policy: str | None = None,
+        prm: str | None = None,
+        k: int = DEFAULT_K,
+    ) -> ProbeSpec:
+        """The probe to run before deciding: the trained router's own (its features mean
+        what it learned) when this deployment can run it, else the requested (or first)
+        policy and PRM with ``k`` samples."""
+        now = current if current is not None else self.current()
+        spec = now.trained.probe if now.trained is not None else {}
+        policies = {p.name for p in self.settings.policies}
+        prms = {p.name for p in self.settings.prms}
+        if spec and spec.get("policy") in policies and spec.get("prm") in prms | {None}:
+            return ProbeSpec.from_dict(spec)
+        policy_name = self.settings.policy(policy).name
+        prm_name = self.settings.prm(prm).name if (prm is not None or self.settings.prms) else None
+        return ProbeSpec(policy_name, prm_name, k)
+
+    def candidates(
+        self,
+        current: Current,
+        *,
+        policy: str | None = None,
+        prm: str | None = None,
+        probe_result: ProbeResult | None = None,
+    ) -> list[CandidateConfig]:
+        """The configs the router in charge may choose (restricted to ``policy``/``prm``
+        when given), priced for what they still spend after ``probe_result``."""
+        if current.trained is not None:
+            cands = current.trained.candidates(self.settings, policy=policy, prm=prm)
+        else:
+            configs = self._cold_configs or candidate_configs(self.settings)
+            configs = [
+                c
+                for c in configs
+                if (policy is None or c.policy == policy) and (prm is None or c.prm in (prm, None))
+            ]
+            cands = CostModel().with_settings(self.settings).candidates(configs)
+        if probe_result is None:
+            return cands
+        return price_after_probe(cands, probe_result.policy, probe_result.k, probe_result.params)
+
+    def choose(
+        self,
+        features: Mapping[str, Any],
+        budget: Budget | None = None,
+        *,
+        current: Current | None = None,
+        policy: str | None = None,
+        prm: str | None = None,
+        lam: float | None = None,
+        unit: CostUnit | None = None,
+        probe_result: ProbeResult | None = None,
+    ) -> Choice:
+        """The config to run for a problem with ``features``, never over what is left of
+        ``budget`` after the probe unless nothing fits (then flagged ``within_budget``)."""
+        now = current if current is not None else self.current()
+        spent = probe_result.usage if probe_result is not None else None
+        limit = remaining(budget, spent) if budget is not None else Budget()
+        cands = self.candidates(now, policy=policy, prm=prm, probe_result=probe_result)
+        weight = lam if lam is not None else self.lam
+        if now.trained is not None:
+            choice = now.trained.model.choose(
+                features, cands, limit, weight, unit=unit, epsilon=self.epsilon, rng=self._rng
+            )
+            choice.router_version = now.version
+            return choice
+        return self.cold.choose(features, cands, limit, weight, unit=unit)
+
+    def decide(
+        self,
+        features: Mapping[str, Any],
+        budget: Budget | None,
+        *,
+        current: Current | None = None,
+        policy: str | None = None,
+        prm: str | None = None,
+        probe_result: ProbeResult | None = None,
+    ) -> Decision:
+        """``choose``, explained; InputError when no candidate is predicted to fit what is
+        left of the budget, or the trained router knows no config for ``policy``/``prm``."""
+        now = current if current is not None else self.current()
+        try:
+            choice = self.choose(
+                features, budget, current=now, policy=policy, prm=prm, probe_result=probe_result
+            )
+        except RouterError as exc:  # e.g. it knows no config for the requested policy
+            raise InputError(str(exc)) from None
+        if not choice.within_budget:
+            spent = probe_result.usage if probe_result is not None else None
+            limit = remaining(budget, spent) if budget is not None else Budget()
+            over = "; ".join(choice.predicted_cost.exceeds(limit))
+            after = " after the probe" if spent is not None and spent.total_tokens else ""
+            raise InputError(
+                f"no config fits the budget{after}: even the cheapest, "
+                f"{choice.config.label()}, is predicted over it ({over})"
+            )
+        if choice.explored:
+            reason = "exploration"
+        else:
+            reason = "router" if now.trained is not None else "cold_start"
+        return Decision(
+            config=choice.config,
+            reason=reason,
+            explanation=choice.reason + (f"; {now.note}" if now.note else ""),
+            why=considered(choice),
+            router_version=now.version,
+            predicted_accuracy=choice.predicted_accuracy,
+        )
