@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import signal
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from sqlalchemy import select
+from sweep_helpers import settings_file, sim_dataset, spawn_cli
 
+from ratts.sim import SimServer
 from ratts.store import RunKey, open_store, problem_key
 from ratts.store.claims import WorkQueue
 from ratts.store.engine import make_engine
@@ -145,3 +150,53 @@ def test_postgresql_claims_skip_rows_locked_by_another_worker(postgres_url: str)
         assert len(locked) == 4 and elapsed < 5
         assert len(claimed) == 6
         assert not {k.problem_key for k in claimed} & {row[0] for row in locked}
+
+
+# ---------------------------------------------------------------- ratts sweep --worker
+
+
+def _worker_args(data: Path, toml: Path, name: str, *extra: str) -> list[str]:
+    return [
+        "sweep", str(data), "-s", "cot", "-s", "majority", "--n", "2", "--settings", str(toml),
+        "--no-progress", "--worker", "--worker-name", name, "--concurrency", "2", *extra,
+    ]  # fmt: skip
+
+
+def _logged(url: str) -> tuple[int, int, set[str]]:
+    """(rows, distinct run keys, workers' names seen in the claims) of the run log."""
+    with open_store(url) as store:
+        rows = store.runs()
+        keys = {(r["problem_key"], r["config_key"], r["budget"], r["repeat"]) for r in rows}
+        return len(rows), len(keys), {c["worker"] for c in WorkQueue(store, "x").claims()}
+
+
+def test_two_sweep_workers_split_one_database_and_a_killed_one_loses_nothing(
+    db_url: str, make_sim: Callable[..., SimServer], tmp_path: Path
+) -> None:
+    slow = make_sim(capacity={"base_latency_s": 0.4})  # slow enough for both to start
+    toml = settings_file(tmp_path / "ratts.toml", slow.base_url, db_url)
+    data = sim_dataset(tmp_path / "sim.jsonl", 30)
+    total = 60
+    open_store(db_url).close()
+
+    # a worker killed mid-claim: its leased runs come back after the lease (5 s)
+    doomed = spawn_cli(*_worker_args(data, toml, "doomed", "--lease", "5"))
+    deadline = time.monotonic() + 90
+    while not (_logged(db_url)[0] >= 6 and "doomed" in _logged(db_url)[2]):  # mid-claim
+        assert doomed.poll() is None, doomed.communicate()
+        assert time.monotonic() < deadline, "the worker made no progress"
+        time.sleep(0.1)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.communicate(timeout=30)
+    rows, _, holders = _logged(db_url)
+    assert rows < total and "doomed" in holders  # it died holding claims
+
+    workers = [spawn_cli(*_worker_args(data, toml, f"w{i}")) for i in range(2)]
+    results = [w.communicate(timeout=240) for w in workers]
+    for proc, (_, err) in zip(workers, results, strict=True):
+        assert proc.returncode == 0, err
+    done = [int(re.search(r"(\d+) done", out).group(1)) for out, _ in results]  # type: ignore[union-attr]
+    assert sum(done) == total - rows  # every remaining run exactly once, none twice
+    assert all(d > 0 for d in done), done  # both really worked
+    rows, distinct, holders = _logged(db_url)
+    assert rows == distinct == total and holders == set()  # no duplicates, no claims left

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -95,6 +97,24 @@ def sweep(
         bool, typer.Option("--retry-failed", help="run logged failures again")
     ] = False,
     progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            "--worker",
+            help="share the sweep with other workers on one database (PostgreSQL) by "
+            "claiming rows; start the same command on every machine",
+        ),
+    ] = False,
+    worker_name: Annotated[
+        str | None, typer.Option(help="this worker's name (default: host:pid)")
+    ] = None,
+    lease: Annotated[
+        float,
+        typer.Option(
+            min=5.0,
+            help="seconds a claim lasts unless renewed (a dead worker's runs return after it)",
+        ),
+    ] = 300.0,
     db: UrlOption = None,
     settings: SettingsOption = None,
 ) -> None:
@@ -141,6 +161,10 @@ def sweep(
                     concurrency=concurrency,
                     retry_failed=retry_failed,
                     on_progress=on_progress,
+                    worker=(worker_name or f"{socket.gethostname()}:{os.getpid()}")
+                    if worker
+                    else None,
+                    lease_s=lease,
                 )
             )
     finally:

@@ -18,7 +18,7 @@ Leases are epoch seconds from each worker's clock: keep the machines' clocks syn
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,11 +76,18 @@ class WorkQueue:
 
         return self.store.write(write)
 
-    def claim(self, limit: int, *, include_failed: bool = True) -> list[RunKey]:
+    def claim(
+        self,
+        limit: int,
+        *,
+        include_failed: bool = True,
+        config_keys: Collection[str] | None = None,
+    ) -> list[RunKey]:
         """Lease up to ``limit`` free, unlogged runs to this worker.
 
         Free: never claimed, or its lease has passed. With ``include_failed`` False a
-        logged failure counts as not done (``--retry-failed``).
+        logged failure counts as not done (``--retry-failed``). ``config_keys`` limits the
+        claim to those configs (the worker's own sweep).
         """
         now = time.time()
         free = or_(run_claims.c.lease_until.is_(None), run_claims.c.lease_until < now)
@@ -91,6 +98,8 @@ class WorkQueue:
             .limit(limit)
             .with_for_update(skip_locked=True, of=run_claims)
         )
+        if config_keys is not None:
+            query = query.where(run_claims.c.config_key.in_(list(config_keys)))
 
         def write(conn: Connection) -> list[RunKey]:
             keys = [RunKey(*row) for row in conn.execute(query)]
@@ -131,15 +140,24 @@ class WorkQueue:
         )
         return self.store.write(lambda c: len(c.execute(stmt).all()))
 
-    def release(self) -> int:
-        """Hand every claim of this worker back to the pool (a clean shutdown)."""
+    def release(self, keys: Sequence[RunKey] | None = None) -> int:
+        """Hand this worker's claims (on ``keys``, default all) back to the pool."""
+        if keys is not None and not keys:
+            return 0
+        mine = run_claims.c.worker == self.worker
         stmt = (
             update(run_claims)
-            .where(run_claims.c.worker == self.worker)
+            .where(mine if keys is None else and_(mine, _key_in(keys)))
             .values(worker=None, lease_until=None)
             .returning(run_claims.c.repeat)
         )
         return self.store.write(lambda c: len(c.execute(stmt).all()))
+
+    def prune(self) -> int:
+        """Drop every claim whose run is logged (a worker died between logging and
+        finishing it); returns how many."""
+        stmt = delete(run_claims).where(_logged(include_failed=True))
+        return self.store.write(lambda c: int(c.execute(stmt).rowcount or 0))
 
     def pending(self, *, include_failed: bool = True) -> int:
         """Claims whose runs are not logged yet (held or free)."""
