@@ -43,6 +43,8 @@ def _work(url: str, worker: str, count: int, batch: int, pause_s: float) -> None
                 time.sleep(pause_s)
                 store.record_run(problems[key.problem_key], CONFIG, key.budget, answer=worker)
             queue.finish(keys)
+        # a late worker's enqueue re-adds claims another finished meanwhile: drop them
+        queue.prune()
 
 
 def _claim_then_die(url: str, count: int) -> None:

@@ -4,7 +4,8 @@ Every worker enqueues the whole plan (idempotent: one ``run_claims`` row per run
 repeatedly claims a batch, runs it, records the runs and finishes the claims. A claim is a
 lease: a worker that dies stops renewing, its lease passes and the runs return to the pool.
 A key whose run is already logged is never handed out, so a worker killed between logging a
-run and finishing its claim costs nothing but the claim row.
+run and finishing its claim costs nothing but the claim row (and a late worker's enqueue may
+re-add claims another worker already finished); ``prune`` drops such rows at the end.
 
 On PostgreSQL the claim is ``SELECT ... FOR UPDATE SKIP LOCKED``: concurrent workers skip
 each other's candidate rows instead of queueing behind them. SQLite has no row locks; there
