@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -28,6 +29,15 @@ DEFAULT_PROMPT_TEMPLATE = (
     "Solve the following math problem step by step. Separate steps with a blank line and "
     "put the final answer in \\boxed{{}}.\n\nProblem: {question}\n\nSolution:\n"
 )
+DEFAULT_USER_TEMPLATE = (
+    "Solve the following math problem step by step. Separate steps with a blank line and "
+    "put the final answer in \\boxed{{}}.\n\nProblem: {question}"
+)
+
+PolicyAPI = Literal["completions", "chat"]
+# Whose response shape to read step ends from; "auto" reads whichever field is present.
+Dialect = Literal["auto", "vllm", "sglang", "llamacpp", "openai"]
+ChatRole = Literal["system", "user", "assistant"]
 
 
 def api_key(role: str, name: str, env: str | None) -> str:
@@ -45,7 +55,12 @@ def api_key(role: str, name: str, env: str | None) -> str:
 
 
 class PolicySpec(BaseModel):
-    """An OpenAI-compatible completions endpoint serving one policy model."""
+    """An OpenAI-compatible endpoint serving one policy model, over completions or chat.
+
+    ``api = "chat"`` builds messages from ``system_prompt``, ``chat_history`` (earlier turns,
+    e.g. worked examples) and ``user_template``; a partial solution is continued only with
+    ``chat_prefill`` (the server continues a trailing assistant message).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -63,8 +78,36 @@ class PolicySpec(BaseModel):
     stop: tuple[str, ...] = Field(default=(), description="extra stop sequences, e.g. EOS text")
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     supports_n: bool = True
+    max_n: int | None = Field(
+        default=None, ge=1, description="most choices one request may ask for (None: any)"
+    )
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
+    api: PolicyAPI = "completions"
+    dialect: Dialect = "auto"
+    chat_prefill: bool = Field(
+        default=False,
+        description="the chat server continues a trailing assistant message (vLLM: "
+        "continue_final_message)",
+    )
+    system_prompt: str | None = None
+    chat_history: tuple[tuple[ChatRole, str], ...] = ()
+    user_template: str = DEFAULT_USER_TEMPLATE
+
+    @model_validator(mode="after")
+    def _chat_fields(self) -> PolicySpec:
+        if self.chat_prefill and self.api != "chat":
+            raise ValueError(f"policy {self.name!r}: chat_prefill needs api = 'chat'")
+        return self
+
+    @property
+    def can_continue(self) -> bool:
+        """Whether the endpoint can continue a partial solution (step-wise search).
+
+        Completions always can; chat only with ``chat_prefill``. A policy that cannot offers
+        only whole-solution strategies (CoT, majority, Best-of-N).
+        """
+        return self.api == "completions" or self.chat_prefill
 
     def api_key(self) -> str:
         return api_key("policy", self.name, self.api_key_env)
@@ -157,28 +200,30 @@ class Settings(BaseSettings):
         )
 
     def policy(self, name: str | None = None) -> PolicySpec:
-        if not self.policies:
-            raise ConfigError(
-                "no policy endpoints configured (add [[policies]] to ratts.toml)", param="policy"
-            )
-        if name is None:
-            return self.policies[0]
-        for spec in self.policies:
-            if spec.name == name:
-                return spec
-        known = ", ".join(p.name for p in self.policies)
-        raise ConfigError(f"unknown policy {name!r}; configured: {known}", param="policy")
+        """The policy called ``name`` (default: the first); one-line ConfigError otherwise."""
+        return _named(self.policies, name, "policy", "no policy endpoints", "[[policies]]")
 
     def prm(self, name: str | None = None) -> PRMSpec:
-        if not self.prms:
-            raise ConfigError("no PRMs configured (add [[prms]] to ratts.toml)", param="prm")
-        if name is None:
-            return self.prms[0]
-        for spec in self.prms:
-            if spec.name == name:
-                return spec
-        known = ", ".join(p.name for p in self.prms)
-        raise ConfigError(f"unknown PRM {name!r}; configured: {known}", param="prm")
+        """The PRM called ``name`` (default: the first); one-line ConfigError otherwise."""
+        return _named(self.prms, name, "PRM", "no PRMs", "[[prms]]")
+
+
+SpecT = TypeVar("SpecT", PolicySpec, PRMSpec)
+
+
+def _named(specs: Sequence[SpecT], name: str | None, what: str, none: str, table: str) -> SpecT:
+    """The spec called ``name`` among ``specs`` (default: the first). The ConfigError's
+    ``param`` is the request field that picks one ("policy" or "prm")."""
+    param = what.lower()
+    if not specs:
+        raise ConfigError(f"{none} configured (add {table} to ratts.toml)", param=param)
+    if name is None:
+        return specs[0]
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    known = ", ".join(s.name for s in specs)
+    raise ConfigError(f"unknown {what} {name!r}; configured: {known}", param=param)
 
 
 def load_settings(

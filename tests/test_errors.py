@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,7 +26,7 @@ from ratts.errors import (
 from ratts.server import ServerThread, create_app
 from ratts.server.app import api_error
 from ratts.settings import PolicySpec, PRMSpec, Settings
-from ratts.sim import SimServer
+from ratts.sim import SimConfig, SimServer
 from ratts.strategies import get_strategy
 from ratts.types import Problem, StrategyParams
 
@@ -158,19 +157,22 @@ def test_api_error_reads_fields_not_message_text() -> None:
     assert (other.status, other.kind, other.code) == (500, "server_error", "ratts_error")
 
 
-@pytest.fixture
-def served(
-    make_sim: MakeSim, sim: SimServer, tmp_path: Path, weak_policy_spec: PolicySpec
-) -> Iterator[str]:
-    broken = make_sim(faults={"error_500": 1.0})
-    settings = Settings(
-        db_url=f"sqlite:///{tmp_path / 'runs.db'}",
-        data_dir=tmp_path / "data",
-        policies=[weak_policy_spec, policy_at(broken.v1_url, name="pol-500")],
-        prms=[dead_prm()],
-    )
-    with ServerThread(create_app(settings, token="")) as running:
-        yield f"{running.v1_url}/chat/completions"
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One server for every case: a healthy policy, one answering 500, an unreachable PRM."""
+    tmp = tmp_path_factory.mktemp("errors")
+    with (
+        SimServer(SimConfig()) as good,
+        SimServer(SimConfig.model_validate({"faults": {"error_500": 1.0}})) as broken,
+    ):
+        settings = Settings(
+            db_url=f"sqlite:///{tmp / 'runs.db'}",
+            data_dir=tmp / "data",
+            policies=[policy_at(good.v1_url), policy_at(broken.v1_url, name="pol-500")],
+            prms=[dead_prm()],
+        )
+        with ServerThread(create_app(settings, token="")) as running:
+            yield f"{running.v1_url}/chat/completions"
 
 
 def post(url: str, model: str, **extra: Any) -> httpx.Response:

@@ -17,19 +17,13 @@ from rich.console import Console
 from rich.table import Table
 
 from ratts.cli.db_cmd import SettingsOption, UrlOption
+from ratts.cli.sweep_cmd import wide_stdout
 from ratts.errors import ConfigError
 from ratts.settings import load_settings
 from ratts.text import plain
 
 app = typer.Typer(no_args_is_help=True)
 _err = Console(stderr=True)
-
-
-def _stdout() -> Console:
-    console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 160)
-    return console
 
 
 @app.callback()
@@ -148,7 +142,7 @@ def show(
             f"{m['holdout_auc']:.3f}" if "holdout_auc" in m else "-",
             plain(r["artifact_path"]),
         )
-    _stdout().print(table)
+    wide_stdout().print(table)
 
 
 @app.command()

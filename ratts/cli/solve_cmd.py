@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 def _budget(
     n: int | None, usd: float | None, tokens: int | None, flops: float | None
 ) -> Budget | None:
-    from ratts.orchestrator.orchestrator import check_budget
+    from ratts.orchestrator.inputs import check_budget
     from ratts.types import Budget
 
     if n is None and usd is None and tokens is None and flops is None:
@@ -70,6 +70,8 @@ def _print(result: SolveResult, explain: bool, console: Console) -> None:
         console.print(f"[bold]run:[/bold]    {state} (config {result.run_key.config_key})")
     if not explain:
         return
+    if result.explanation:
+        console.print(f"[bold]why:[/bold]    {result.explanation}", highlight=False)
     if not result.why:
         console.print("no router ranking: the strategy was forced")
         return

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 _err = Console(stderr=True)
 
 
-def _stdout() -> Console:
+def wide_stdout() -> Console:
     """Stdout; wide when piped, so tables in logs are not truncated to 80 columns."""
     console = Console()
     if not console.is_terminal:
@@ -225,7 +225,7 @@ def runs(
             f"{r['seconds']:.2f}",
             plain(r["error"] or ""),
         )
-    _stdout().print(table)
+    wide_stdout().print(table)
 
 
 def report(
@@ -257,7 +257,7 @@ def report(
         store.close()
     if not rows:
         raise InputError("no runs logged yet (run `ratts sweep` first)")
-    summaries = print_report(_stdout(), rows, by=by, n_bins=bins)
+    summaries = print_report(wide_stdout(), rows, by=by, n_bins=bins)
     try:
         path = plot_accuracy_vs_compute(summaries, out, axis=cast("ComputeAxis", axis), title=title)
     except OSError as exc:

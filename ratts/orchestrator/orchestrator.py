@@ -22,73 +22,26 @@ import asyncio
 import logging
 import math
 import time
-import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, overload
 
 from ratts.endpoints.policy import Policy, PolicyClient
 from ratts.endpoints.prm import PRM
 from ratts.endpoints.usage import Usage
 from ratts.errors import ConfigError, InputError, RattsError
+from ratts.orchestrator.inputs import as_problem, check_budget, check_prices, forced_config
+from ratts.orchestrator.progress import Progress, result_of
 from ratts.orchestrator.result import SolveResult
-from ratts.orchestrator.runner import DbThread, Endpoints, Runner, jsonable, one_line
+from ratts.orchestrator.runner import DbThread, Endpoints, Runner, one_line
 from ratts.orchestrator.watch import EventSink, ProgressEvent, Watch, WatchedPolicy, WatchedPRM
-from ratts.router import Current, Decision, ProbeSpec, Router
+from ratts.router import Current, Decision, Router
 from ratts.router.features import text_features
 from ratts.settings import Settings, load_settings
-from ratts.store import RunKey, Store, budget_label, open_store, problem_key
-from ratts.strategies import get_strategy
-from ratts.strategies.probe import DEFAULT_K, PROBE, ProbeResult, probe_params
-from ratts.text import check_text
+from ratts.store import Store, budget_label, open_store
+from ratts.strategies.probe import DEFAULT_K, ProbeResult, probe_config
 from ratts.types import Budget, Outcome, Problem, RunConfig, StrategyParams
 
 log = logging.getLogger(__name__)
-
-#: N of a forced strategy when neither ``params`` nor ``budget.n`` says otherwise.
-DEFAULT_FORCED_N = 4
-
-
-@dataclass(slots=True)
-class _Progress:
-    """What the pipeline has reached; read when the deadline cuts it short."""
-
-    watch: Watch
-    features: dict[str, Any]
-    probe: ProbeResult | None = None
-    probe_usage: Usage | None = None
-    decision: Decision | None = None
-    probe_config: RunConfig | None = None
-
-
-def check_budget(budget: Budget | int | None) -> Budget | None:
-    """A Budget from an int N or a Budget; every set limit must be positive (InputError)."""
-    if budget is None:
-        return None
-    if isinstance(budget, bool) or not isinstance(budget, Budget | int):
-        raise InputError(f"budget must be a Budget or an integer N, got {budget!r}")
-    if isinstance(budget, int):
-        budget = Budget(n=budget)
-    for name, value in budget.model_dump().items():
-        if value is not None and (not math.isfinite(value) or value <= 0):
-            raise InputError(f"budget {name} must be positive, got {value:g}")
-    return budget
-
-
-def as_problem(question: str | Problem) -> Problem:
-    """A Problem from a question string (a fresh id) or as given; empty text is InputError."""
-    if isinstance(question, Problem):
-        problem = question
-    elif isinstance(question, str):
-        problem = Problem(id=f"q-{uuid.uuid4().hex[:12]}", question=question)
-    else:
-        raise InputError(f"expected a question string or a Problem, got {type(question).__name__}")
-    if not problem.question.strip():
-        raise InputError("the question is empty")
-    check_text(problem.question)
-    if problem.answer is not None:
-        check_text(problem.answer, "the gold answer")
-    return problem
 
 
 class Orchestrator:
@@ -246,8 +199,8 @@ class Orchestrator:
             raise InputError(f"timeout must be a positive number of seconds, got {timeout}")
         if strategy is None and params is not None:
             raise InputError("params need a strategy: give strategy= with params=")
-        self._check_prices(checked, policy)
-        forced = self._forced_config(strategy, params, checked, policy, prm)
+        check_prices(self.settings, checked, policy)
+        forced = forced_config(self.endpoints, strategy, params, checked, policy, prm)
         fallback_probe = None if forced is not None else self._default_probe(policy, prm)
         await self.start()
 
@@ -259,7 +212,7 @@ class Orchestrator:
                 on_event(event)
 
         aggregation = (params or StrategyParams()).aggregation
-        state = _Progress(
+        state = Progress(
             watch=Watch(sink=sink, aggregation=aggregation, separator=self._separator(policy)),
             features=dict(text_features(problem)),
             probe_config=fallback_probe,
@@ -301,14 +254,14 @@ class Orchestrator:
 
         if isinstance(failure, InputError | ConfigError):
             raise failure  # the request cannot be served as asked (e.g. no config fits)
-        result = self._result(problem, checked, state, outcome, partial, error, events)
+        result = result_of(problem, checked, state, outcome, partial, error, events)
         result.usage.wall_seconds = time.perf_counter() - started
         runner = self._runner
         assert runner is not None
         if result.answer is not None:
             result.correct = await runner.grade(result.answer, problem.answer)
         if self.log_runs:
-            await self._log(runner, result, dataset)
+            await runner.record_result(result, dataset)
         if failure is not None:
             raise failure
         return result
@@ -373,54 +326,12 @@ class Orchestrator:
         except ConfigError:
             return "\n\n"
 
-    def _check_prices(self, budget: Budget | None, policy: str | None) -> None:
-        """A dollar budget means nothing without prices: every config would look free and
-        the largest would win. Refuse it before anything (the probe included) is spent."""
-        if budget is None or budget.usd is None:
-            return
-        specs = [self.settings.policy(policy)] if policy else self.settings.policies
-        if specs and all(
-            s.usd_per_mtok_prompt == 0 and s.usd_per_mtok_completion == 0 for s in specs
-        ):
-            names = ", ".join(s.name for s in specs)
-            raise ConfigError(
-                f"a budget in dollars needs prices, but policy {names} has none: set "
-                "usd_per_mtok_prompt and usd_per_mtok_completion in ratts.toml"
-            )
-
-    def _forced_config(
-        self,
-        strategy: str | None,
-        params: StrategyParams | None,
-        budget: Budget | None,
-        policy: str | None,
-        prm: str | None,
-    ) -> RunConfig | None:
-        """The config of a forced strategy (validated now, before anything runs)."""
-        if strategy is None:
-            return None
-        impl = get_strategy(strategy)
-        if params is None:
-            n = budget.n if budget is not None and budget.n is not None else DEFAULT_FORCED_N
-            params = StrategyParams(n=impl.fixed_n if impl.fixed_n is not None else n)
-        elif budget is not None and budget.n is not None and params.n > budget.n:
-            raise InputError(f"params N={params.n} is over the budget N={budget.n}")
-        impl.validate(params)
-        policy_name = self.policy(policy).name
-        prm_name = self.prm(prm).name if impl.needs_prm or prm is not None else None
-        return RunConfig(
-            policy=policy_name,
-            prm=prm_name if impl.needs_prm else None,
-            strategy=strategy,
-            params=params,
-        )
-
     def _default_probe(self, policy: str | None, prm: str | None) -> RunConfig:
         """The probe on the requested (or first) policy and PRM, as a config (validating
         the names now). The router in charge may probe differently (``_pipeline``)."""
         policy_name = self.policy(policy).name
         prm_name = self.prm(prm).name if prm is not None or self.prm_names else None
-        return _probe_as_config(ProbeSpec(policy_name, prm_name, self.probe_k))
+        return probe_config(policy_name, prm_name, self.probe_k)
 
     async def _pipeline(
         self,
@@ -429,7 +340,7 @@ class Orchestrator:
         policy: str | None,
         prm: str | None,
         forced: RunConfig | None,
-        state: _Progress,
+        state: Progress,
     ) -> Outcome:
         watch = state.watch
         if forced is not None:
@@ -444,7 +355,7 @@ class Orchestrator:
         assert self._db is not None
         current: Current = await self._db(router.current)
         plan = router.probe_spec(current, policy, prm, self.probe_k)
-        state.probe_config = _probe_as_config(plan)
+        state.probe_config = probe_config(plan.policy, plan.prm, plan.k)
         result = await self._run(problem, state.probe_config, watch, phase="probe")
         assert isinstance(result, ProbeResult)
         state.probe = result
@@ -488,86 +399,3 @@ class Orchestrator:
         return await runner.execute(problem, config, policy=policy, prm=prm, reuse=reuse)
 
     # -- results and logging --------------------------------------------------------------
-
-    def _result(
-        self,
-        problem: Problem,
-        budget: Budget | None,
-        state: _Progress,
-        outcome: Outcome | None,
-        partial: bool,
-        error: str | None,
-        events: list[dict[str, Any]],
-    ) -> SolveResult:
-        watch = state.watch
-        decision = state.decision
-        if decision is not None:
-            config, reason = decision.config, decision.reason
-        else:
-            # Stopped before a config was chosen: the work done was the probe; log it as
-            # what it was (a run of the probe strategy).
-            assert state.probe_config is not None
-            config, reason = state.probe_config, "probe_only"
-        answer: str | None = None
-        text: str | None = None
-        source = "strategy"
-        if outcome is not None:
-            answer = outcome.answer
-            if outcome.selected_index is not None:
-                chosen = outcome.candidates[outcome.selected_index]
-                text = chosen.text(watch.separator)
-        elif partial:
-            best = watch.best()
-            answer, source = best.answer, best.source
-            if best.candidate is not None:
-                text = best.candidate.text(watch.separator)
-            elif state.probe is not None and state.probe.answer is not None and answer is None:
-                answer, source = state.probe.answer, "probe"
-        else:
-            source = "none"
-        return SolveResult(
-            problem=problem,
-            answer=answer,
-            config=config,
-            usage=Usage() + watch.usage,
-            probe_usage=state.probe_usage or Usage(),
-            partial=partial,
-            reason=reason,
-            why=decision.why if decision is not None else [],
-            features=jsonable(state.features),
-            budget=budget_label(budget),
-            outcome=outcome,
-            text=text,
-            answer_source=source,
-            explanation=decision.explanation if decision is not None else "stopped in the probe",
-            router_version=decision.router_version if decision is not None else None,
-            error=error,
-            events=events,
-        )
-
-    async def _log(self, runner: Runner, result: SolveResult, dataset: str | None) -> None:
-        problem = result.problem
-        ds = dataset if dataset is not None else problem.meta.get("dataset")
-        ds = None if ds is None else str(ds)
-        result.run_key = RunKey(problem_key(problem, ds), result.config.key(), result.budget)
-        result.logged = await runner.record(
-            problem,
-            result.config,
-            result.budget,
-            dataset=ds,
-            answer=result.answer,
-            correct=result.correct,
-            final_reward=result.final_reward,
-            usage=result.usage,
-            features=result.features,
-            error=result.error,
-            router_version=result.router_version,
-        )
-
-
-def _probe_as_config(plan: ProbeSpec) -> RunConfig:
-    """What a probe runs, as a config of the probe strategy (N = k). A solve stopped during
-    its probe is logged under it: that is the work that was done."""
-    return RunConfig(
-        policy=plan.policy, prm=plan.prm, strategy=PROBE, params=probe_params(None, plan.k)
-    )

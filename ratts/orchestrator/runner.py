@@ -31,9 +31,10 @@ from ratts.endpoints.policy import Policy, PolicyClient
 from ratts.endpoints.prm import PRM
 from ratts.endpoints.usage import Usage
 from ratts.grading import grade
+from ratts.orchestrator.result import SolveResult
 from ratts.router.features import PASS_AT_1, text_features
 from ratts.settings import PolicySpec, PRMSpec, Settings
-from ratts.store import Store, budget_label
+from ratts.store import RunKey, Store, budget_label, problem_key
 from ratts.strategies.probe import ProbeResult, pass_at_1, strategy_for
 from ratts.strategies.reuse import run_with_probe
 from ratts.types import Outcome, Problem, RunConfig
@@ -263,6 +264,25 @@ class Runner:
             error=error,
             router_version=router_version,
             replace_failed=replace_failed,
+        )
+
+    async def record_result(self, result: SolveResult, dataset: str | None = None) -> None:
+        """Log a solve's result as its row; sets ``run_key`` and ``logged`` on it."""
+        problem = result.problem
+        ds = dataset_of(problem, dataset)
+        result.run_key = RunKey(problem_key(problem, ds), result.config.key(), result.budget)
+        result.logged = await self.record(
+            problem,
+            result.config,
+            result.budget,
+            dataset=ds,
+            answer=result.answer,
+            correct=result.correct,
+            final_reward=result.final_reward,
+            usage=result.usage,
+            features=result.features,
+            error=result.error,
+            router_version=result.router_version,
         )
 
     async def run_config(

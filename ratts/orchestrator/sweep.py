@@ -32,7 +32,7 @@ from ratts.orchestrator.sweep_config import validate_configs
 from ratts.settings import Settings
 from ratts.store import RunKey, Store, budget_label, problem_key
 from ratts.store.claims import DEFAULT_LEASE_S, WorkQueue
-from ratts.strategies.probe import DEFAULT_K, PROBE, probe_params
+from ratts.strategies.probe import DEFAULT_K, probe_config
 from ratts.types import Problem, RunConfig, StrategyParams
 
 
@@ -365,12 +365,7 @@ async def collect_probes(
         raise RouterError(f"concurrency must be >= 1, got {concurrency}")
     if k < 1:
         raise RouterError(f"the probe needs k >= 1 samples, got {k}")
-    config = RunConfig(
-        policy=policy.name,
-        prm=prm.name if prm is not None else None,
-        strategy=PROBE,
-        params=probe_params(params, k),
-    )
+    config = probe_config(policy.name, prm.name if prm is not None else None, k, params)
     endpoints = Endpoints(policies=[policy], prms=[prm] if prm is not None else None)
     stats = await drive(
         plan(problems, [config], dataset),

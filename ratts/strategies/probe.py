@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 from ratts.endpoints.policy import Policy
@@ -25,7 +25,7 @@ from ratts.strategies import get_strategy
 from ratts.strategies.base import Strategy
 from ratts.strategies.sampling import RunLedger, derive_seed, solution_candidate
 from ratts.strategies.scoring import aggregate, answer_classes
-from ratts.types import Aggregation, Candidate, Outcome, Problem, StrategyParams
+from ratts.types import Aggregation, Candidate, Outcome, Problem, RunConfig, StrategyParams
 
 DEFAULT_K = 4
 PROBE = "probe"
@@ -66,6 +66,13 @@ def probe_params(params: StrategyParams | None, k: int) -> StrategyParams:
     """The sampling parameters of a probe: ``params`` (default StrategyParams) with N=k."""
     base = params or StrategyParams()
     return base.model_copy(update={"n": k})
+
+
+def probe_config(
+    policy: str, prm: str | None, k: int, params: StrategyParams | None = None
+) -> RunConfig:
+    """What a probe runs and is logged under: the probe strategy with N = k."""
+    return RunConfig(policy=policy, prm=prm, strategy=PROBE, params=probe_params(params, k))
 
 
 def _std(values: Sequence[float]) -> float:
@@ -148,13 +155,7 @@ class Probe(Strategy):
         )
         plain = run.outcome(candidates, majority)
         return ProbeResult(
-            strategy=plain.strategy,
-            params=plain.params,
-            answer=plain.answer,
-            candidates=plain.candidates,
-            selected_index=plain.selected_index,
-            usage=plain.usage,
-            trace=plain.trace,
+            **{f.name: getattr(plain, f.name) for f in fields(plain)},
             features=features,
             policy=policy.name,
             prm=prm.name if prm is not None else None,
