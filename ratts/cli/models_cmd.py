@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ratts.text import plain
+
 if TYPE_CHECKING:
     from ratts.local.serve import ServerInfo
 
@@ -112,7 +114,10 @@ def serve_cmd(
         )
     except ServeError as exc:
         if exc.log_tail:
-            err_console.print(f"[dim]--- last lines of the vLLM log ---[/dim]\n{exc.log_tail}")
+            err_console.print(
+                f"[dim]--- last lines of the vLLM log ---[/dim]\n{plain(exc.log_tail)}",
+                highlight=False,
+            )
         raise
     for info in infos:
         console.print(f"{name}: serving at {info.base_url} (pid {info.pid}, log {info.log})")
