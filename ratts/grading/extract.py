@@ -127,7 +127,16 @@ def _last_number(text: str) -> str | None:
 
 def extract_answer(text: str) -> str | None:
     """The final answer of a solution text, or None when it states none."""
-    for finder in (_last_boxed, _answer_phrase, _gsm8k, _last_number):
+    found = stated_answer(text)
+    return found if found is not None else _last_number(text)
+
+
+def stated_answer(text: str) -> str | None:
+    """An answer the text states explicitly (``\\boxed{}``, "The answer is", ``####``).
+
+    Used for texts cut mid-way, whose last number is no answer, only an intermediate value.
+    """
+    for finder in (_last_boxed, _answer_phrase, _gsm8k):
         found = finder(text)
         if found is not None:
             return found

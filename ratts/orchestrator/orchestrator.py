@@ -43,7 +43,7 @@ from ratts.router.features import text_features
 from ratts.router.probe import DEFAULT_K, ProbeResult, probe, probe_params, run_with_probe
 from ratts.settings import PolicySpec, PRMSpec, Settings, load_settings
 from ratts.store import RunKey, Store, budget_label, open_store, problem_key
-from ratts.strategies import get_strategy
+from ratts.strategies import get_strategy, with_defaults
 from ratts.types import Budget, Outcome, Problem, RunConfig, StrategyParams
 
 log = logging.getLogger(__name__)
@@ -444,6 +444,7 @@ class Orchestrator:
             params = StrategyParams(n=1 if strategy == "cot" else n)
         elif budget is not None and budget.n is not None and params.n > budget.n:
             raise InputError(f"params N={params.n} is over the budget N={budget.n}")
+        params = with_defaults(strategy, params)
         impl.validate(params)
         policy_name = self.policy(policy).name
         prm_name = self.prm(prm).name if impl.needs_prm or prm is not None else None

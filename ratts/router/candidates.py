@@ -20,12 +20,13 @@ from typing import Any, Literal
 
 from ratts.errors import ConfigError
 from ratts.settings import PolicySpec, PRMSpec, Settings
+from ratts.strategies import with_defaults
 from ratts.types import Budget, RunConfig, StrategyParams
 
 CostUnit = Literal["n", "tokens", "flops", "usd"]
 WHOLE_SOLUTION = ("cot", "majority", "best_of_n")
 TREE = ("beam_search", "dvts")
-DEFAULT_STRATEGIES = ("cot", "majority", "best_of_n", "beam_search")
+DEFAULT_STRATEGIES = ("cot", "majority", "best_of_n", "beam_search", "dvts")
 DEFAULT_NS = (4, 16, 64)
 PRIOR_FILL = 0.5  # a sample is assumed to use half its max_tokens
 PRIOR_PROMPT_TOKENS = 120.0
@@ -257,7 +258,7 @@ def candidate_configs(
                 policy=policy,
                 prm=prm,
                 strategy=strategy,
-                params=base.model_copy(update={"n": n}),
+                params=with_defaults(strategy, base.model_copy(update={"n": n})),
             )
             out.setdefault(config.key(), config)
     return list(out.values())

@@ -31,6 +31,8 @@ class BeamSearch:
         scorer = require_prm(self.name, prm)
         check_problem(problem)
         run = RunLedger(self.name, params)
-        shape = SearchShape(keep=params.n // params.beam_width, expand=params.beam_width)
+        shape = SearchShape(
+            keep=params.n // params.beam_width, expand=params.beam_width, refill=True
+        )
         (leaves,) = await search(run, problem, policy, scorer, shape)
         return run.outcome(leaves, select_leaf(run, leaves))

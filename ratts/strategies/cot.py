@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from ratts.endpoints.policy import PolicyClient
 from ratts.endpoints.prm import PRM
@@ -21,6 +22,8 @@ class CoT:
 
     name: ClassVar[str] = "cot"
     needs_prm: ClassVar[bool] = False
+    # The paper's CoT baseline is greedy; a caller's explicit temperature still wins.
+    param_defaults: ClassVar[Mapping[str, Any]] = {"temperature": 0.0}
 
     def validate(self, params: StrategyParams) -> None:
         check_common(params)

@@ -37,7 +37,7 @@ class DVTS:
         scorer = require_prm(self.name, prm)
         check_problem(problem)
         run = RunLedger(self.name, params)
-        shape = SearchShape(keep=1, expand=params.beam_width)
+        shape = SearchShape(keep=1, expand=params.beam_width, follow_best=True)
         subtrees = params.n // params.beam_width
         pools = await search(run, problem, policy, scorer, shape, trees=range(subtrees))
         leaves = [leaf for pool in pools for leaf in pool]
