@@ -29,7 +29,13 @@ from ratts.strategies.sampling import (
     require_prm,
     solution_candidate,
 )
-from ratts.strategies.scoring import aggregate, answer_classes, majority_index, select
+from ratts.strategies.scoring import (
+    aggregate,
+    answer_classes,
+    majority_index,
+    off_loop,
+    select,
+)
 from ratts.types import Aggregation, Candidate, Outcome, Problem, RunConfig, StrategyParams
 
 DEFAULT_K = 4
@@ -87,6 +93,7 @@ def summarise(
     aggregation: Aggregation = "last",
     *,
     scored: bool = True,
+    deadline: float | None = None,
 ) -> tuple[dict[str, float], int | None]:
     """The probe features of ``candidates`` and the index of the majority answer.
 
@@ -96,7 +103,7 @@ def summarise(
     if k == 0:
         raise InputError("a probe needs at least one sample")
     answers = [c.answer for c in candidates]
-    classes = answer_classes(answers)
+    classes = answer_classes(answers, deadline=deadline)
     largest = max((len(c) for c in classes), default=0)
     scores = [aggregate(c.step_scores, aggregation) for c in candidates]
     steps = [len(c.steps) for c in candidates]
@@ -157,8 +164,12 @@ async def probe(
     candidates = [solution_candidate(c, policy.separator) for c in choices]
     if prm is not None:
         await run.score(prm, problem.question, candidates)
-    features, majority = summarise(
-        candidates, run.usage.policy_completion_tokens, p.aggregation, scored=prm is not None
+    features, majority = await off_loop(
+        summarise,
+        candidates,
+        run.usage.policy_completion_tokens,
+        p.aggregation,
+        scored=prm is not None,
     )
     return ProbeResult(
         features=features,
@@ -235,9 +246,9 @@ async def run_with_probe(
         rescore = reused if scorer.name != result.prm else []
         await run.score(scorer, problem.question, [*rescore, *fresh])
         run.event("score", candidates=len(rescore) + len(fresh))
-        selected = select(candidates, params.selection, params.aggregation)
+        selected = await off_loop(select, candidates, params.selection, params.aggregation)
     elif config.strategy == "majority":
-        selected = majority_index([c.answer for c in candidates])
+        selected = await off_loop(majority_index, [c.answer for c in candidates])
     else:  # cot
         selected = 0
     run.event("select", index=selected)

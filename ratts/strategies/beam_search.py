@@ -35,4 +35,4 @@ class BeamSearch:
             keep=params.n // params.beam_width, expand=params.beam_width, refill=True
         )
         (leaves,) = await search(run, problem, policy, scorer, shape)
-        return run.outcome(leaves, select_leaf(run, leaves))
+        return run.outcome(leaves, await select_leaf(run, leaves))

@@ -13,7 +13,7 @@ from ratts.strategies.sampling import (
     require_prm,
     solution_candidate,
 )
-from ratts.strategies.scoring import select
+from ratts.strategies.scoring import off_loop, select
 from ratts.types import Outcome, Problem, StrategyParams
 
 
@@ -43,6 +43,6 @@ class BestOfN:
         candidates = [solution_candidate(c, policy.separator) for c in choices]
         await run.score(scorer, problem.question, candidates)
         run.event("score", candidates=len(candidates))
-        selected = select(candidates, params.selection, params.aggregation)
+        selected = await off_loop(select, candidates, params.selection, params.aggregation)
         run.event("select", how=params.selection, index=selected)
         return run.outcome(candidates, selected)

@@ -41,4 +41,4 @@ class DVTS:
         subtrees = params.n // params.beam_width
         pools = await search(run, problem, policy, scorer, shape, trees=range(subtrees))
         leaves = [leaf for pool in pools for leaf in pool]
-        return run.outcome(leaves, select_leaf(run, leaves))
+        return run.outcome(leaves, await select_leaf(run, leaves))

@@ -12,7 +12,7 @@ from ratts.strategies.sampling import (
     check_problem,
     solution_candidate,
 )
-from ratts.strategies.scoring import majority_index
+from ratts.strategies.scoring import majority_index, off_loop
 from ratts.types import Outcome, Problem, StrategyParams
 
 
@@ -38,6 +38,6 @@ class Majority:
         run.event("sample", n=params.n)
         choices = await run.sample(policy, policy.prompt(problem.question), n=params.n, step=False)
         candidates = [solution_candidate(c, policy.separator) for c in choices]
-        selected = majority_index([c.answer for c in candidates])
+        selected = await off_loop(majority_index, [c.answer for c in candidates])
         run.event("select", how="majority", index=selected)
         return run.outcome(candidates, selected)

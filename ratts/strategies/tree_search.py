@@ -38,7 +38,7 @@ from ratts.strategies.sampling import (
     rollout_candidate,
     step_prompt,
 )
-from ratts.strategies.scoring import aggregate, select
+from ratts.strategies.scoring import aggregate, off_loop, select
 from ratts.types import Aggregation, Candidate, Problem
 
 
@@ -208,12 +208,14 @@ async def _expand(
     ]
 
 
-def select_leaf(run: RunLedger, leaves: list[Candidate]) -> int | None:
+async def select_leaf(run: RunLedger, leaves: list[Candidate]) -> int | None:
     """Selection over the leaves, preferring finished ones; all leaves if none finished."""
     params = run.params
     finished = [i for i, c in enumerate(leaves) if c.finished]
     among = finished or list(range(len(leaves)))
-    picked = select([leaves[i] for i in among], params.selection, params.aggregation)
+    picked = await off_loop(
+        select, [leaves[i] for i in among], params.selection, params.aggregation
+    )
     selected = None if picked is None else among[picked]
     run.event("select", how=params.selection, index=selected, finished=len(finished))
     return selected
