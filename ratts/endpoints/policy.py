@@ -57,6 +57,7 @@ class ParsedCompletion:
     choices: list[Choice]
     prompt_tokens: int | None
     completion_tokens: int | None
+    cached_tokens: int = 0  # prompt tokens served from the server's prefix cache
 
 
 class _NRejected(Exception):
@@ -128,10 +129,14 @@ def parse_completion(body: object, n: int) -> ParsedCompletion:
         )
     indexed.sort(key=lambda pair: pair[0])
     usage = body.get("usage")
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    prompt_tokens = _count(usage, "prompt_tokens")
+    cached = _count(details, "cached_tokens") or 0
     return ParsedCompletion(
         choices=[choice for _, choice in indexed],
-        prompt_tokens=_count(usage, "prompt_tokens"),
+        prompt_tokens=prompt_tokens,
         completion_tokens=_count(usage, "completion_tokens"),
+        cached_tokens=min(cached, prompt_tokens or 0),
     )
 
 
@@ -159,10 +164,11 @@ class PolicyClient:
       however many choices it asks for);
     - bounded retries with exponential backoff on 429, 5xx, timeouts and connection errors;
     - typed errors from ratts.errors with one-line messages;
-    - Usage from the server's ``usage`` field (+ FLOPs = 2 x params x tokens, dollars from
-      the spec's prices). ``request_seconds`` sums the HTTP time of every attempt (failed
-      attempts included, queueing and backoff excluded); ``policy_requests`` counts the
-      successful HTTP requests (failed attempts are logged, not counted).
+    - Usage from the server's ``usage`` field (+ FLOPs = 2 x params x tokens, prefix-cached
+      prompt tokens excluded; dollars from the spec's prices). ``request_seconds`` sums
+      the HTTP time of every attempt (failed attempts included, queueing and backoff
+      excluded); ``policy_requests`` counts the successful HTTP requests (failed attempts
+      are logged, not counted).
     """
 
     spec: PolicySpec
@@ -401,6 +407,7 @@ class PolicyClient:
         choices = [choice for reply in replies for choice in reply.choices]
         prompt_tokens = 0
         completion_tokens = 0
+        cached_tokens = 0
         estimated = False
         for reply in replies:
             if reply.prompt_tokens is None or reply.completion_tokens is None:
@@ -410,14 +417,17 @@ class PolicyClient:
             else:
                 prompt_tokens += reply.prompt_tokens
                 completion_tokens += reply.completion_tokens
+                cached_tokens += reply.cached_tokens
         if estimated:
             log.debug("policy %r: server omitted usage; token counts estimated", self.name)
         spec = self.spec
         usage = Usage(
             policy_prompt_tokens=prompt_tokens,
             policy_completion_tokens=completion_tokens,
+            policy_cached_tokens=cached_tokens,
             policy_requests=len(replies),
-            flops=2.0 * spec.params * (prompt_tokens + completion_tokens),
+            # prefix-cached prompt tokens cost no prefill compute
+            flops=2.0 * spec.params * (prompt_tokens - cached_tokens + completion_tokens),
             dollars=(
                 prompt_tokens * spec.usd_per_mtok_prompt
                 + completion_tokens * spec.usd_per_mtok_completion

@@ -163,7 +163,7 @@ class VllmPoolingPRM:
         usage = Usage(
             prm_tokens=tokens,
             prm_requests=1,
-            flops=2.0 * self.spec.params * tokens,
+            flops=2.0 * self.spec.flops_params * tokens,
             dollars=tokens * self.spec.usd_per_mtok / 1e6,
             request_seconds=timed.seconds,
         )

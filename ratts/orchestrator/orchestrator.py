@@ -251,6 +251,14 @@ class Orchestrator:
             self._owned.append(client)
         return self._policies[key]
 
+    def _check_prm_flops(self, prm: str | None, forced: bool) -> None:
+        """Under a FLOPs budget every PRM the run may use must have a parameter count."""
+        if forced and prm is None:
+            return
+        for name in [prm] if prm is not None else self._prm_order:
+            if name in self._prm_specs:
+                self._prm_specs[name].check_flops_known()
+
     def prm(self, name: str | None = None) -> PRM:
         """The PRM called ``name`` (default: the first), built on first use."""
         if not self._prm_order:
@@ -305,6 +313,8 @@ class Orchestrator:
         if strategy is None and params is not None:
             raise InputError("params need a strategy: give strategy= with params=")
         forced = self._forced_config(strategy, params, checked, policy, prm)
+        if checked is not None and checked.flops is not None:
+            self._check_prm_flops(forced.prm if forced is not None else prm, forced is not None)
         fallback_probe = None if forced is not None else self._default_probe(policy, prm)
         await self.start()
 

@@ -345,7 +345,7 @@ class CostModel:
                 else 0.0
             )
             if prm is not None:
-                flops += 2.0 * prm.params * prm_tokens
+                flops += 2.0 * prm.flops_params * prm_tokens
                 usd += prm_tokens * prm.usd_per_mtok / 1e6
         else:
             flops, usd = logged.flops, logged.usd

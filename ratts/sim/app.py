@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 import uuid
 from collections import deque
@@ -103,6 +104,7 @@ class SimStats:
     prompts: int = 0  # sequence groups: one per prompt of a request (vLLM's unit of work)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
     prm_inputs: int = 0
     prm_tokens: int = 0
     in_flight: int = 0
@@ -121,6 +123,7 @@ class SimStats:
             "prompts": self.prompts,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
             "prm_inputs": self.prm_inputs,
             "prm_tokens": self.prm_tokens,
             "in_flight": self.in_flight,
@@ -154,6 +157,7 @@ class SimState:
         self._fault_rng = random.Random(world.stable_hash(config.seed, "faults"))
         self._fault_pos = 0
         self._prompt_counts: dict[int, int] = {}
+        self._served: set[int] = set()  # hashes of prompts served (the prefix cache)
         self._policy_slots: asyncio.Semaphore | None = None
         self._prm_slots: asyncio.Semaphore | None = None
 
@@ -164,6 +168,22 @@ class SimState:
         self._fault_rng = random.Random(world.stable_hash(self.config.seed, "faults"))
         self._fault_pos = 0
         self._prompt_counts.clear()
+        self._served.clear()
+
+    def cached_tokens(self, model: str, prompt: str) -> int:
+        """Tokens of the longest earlier-served prompt that starts this one (cut at a step
+        boundary), as a prefix cache would reuse them; then remember this prompt."""
+        cuts = [len(prompt)]
+        cuts += [m.end() for m in re.finditer(re.escape(world.SEPARATOR), prompt)]
+        cuts += [m.start() for m in world.STEP_MARK.finditer(prompt)]
+        best = max(
+            (c for c in cuts if c and world.stable_hash(model, prompt[:c]) in self._served),
+            default=0,
+        )
+        if len(self._served) > 500_000:
+            self._served.clear()
+        self._served.add(world.stable_hash(model, prompt))
+        return world.count_tokens(prompt[:best]) if best else 0
 
     def next_fault(self) -> FaultKind:
         f = self.config.faults
@@ -232,8 +252,10 @@ def _choice(
     key: tuple[object, ...],
     j: int,
     req: CompletionRequest,
+    room: int | None = None,
 ) -> tuple[dict[str, Any], int]:
-    """One choice: generate to EOS, cut at the first stop string, then at max_tokens."""
+    """One choice: generate to EOS, cut at the first stop string, then at max_tokens (and
+    at ``room``, what the context leaves after the prompt)."""
     cfg = state.config
     policy = cfg.policies[model]
     question, prior = world.split_prompt(prompt)
@@ -258,6 +280,8 @@ def _choice(
     stops = [s for s in raw if s]
     longest = max((len(s) for s in stops), default=0)
     limit = DEFAULT_MAX_TOKENS if req.max_tokens is None else req.max_tokens
+    if room is not None:
+        limit = min(limit, room)
     # Write lazily; stop once the first stop match (or the length cut) can no longer move.
     text, tokens = "", 0
     for i, step in enumerate(steps):
@@ -379,13 +403,26 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         cap = cfg.capacity
         choices: list[dict[str, Any]] = []
         holds: list[float] = []
-        prompt_tokens = completion_tokens = 0
+        prompt_tokens = completion_tokens = cached_tokens = 0
+        context = cfg.max_model_len
+        sizes = [world.count_tokens(prompt) for prompt in prompts]
+        if context is not None and max(sizes) > context:
+            raise _BadRequest(
+                400,
+                f"This model's maximum context length is {context} tokens. However, your "
+                f"prompt contains {max(sizes)} input tokens, which exceeds this limit even "
+                "without any output tokens. Please reduce the length of the input prompt.",
+                "BadRequestError",
+            )
         for pi, prompt in enumerate(prompts):
-            p_tokens = world.count_tokens(prompt)
+            p_tokens = sizes[pi]
             prompt_tokens += p_tokens
+            if cfg.prefix_cache:
+                cached_tokens += state.cached_tokens(req.model, prompt)
             key = state.sample_key(req.model, prompt, req.seed)
+            room = None if context is None else context - p_tokens
             for j in range(req.n):
-                choice, c_tokens = _choice(state, req.model, prompt, key, j, req)
+                choice, c_tokens = _choice(state, req.model, prompt, key, j, req, room)
                 choice["index"] = pi * req.n + j
                 choices.append(choice)
                 completion_tokens += c_tokens
@@ -399,6 +436,14 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         stats.prompts += len(prompts)
         stats.prompt_tokens += prompt_tokens
         stats.completion_tokens += completion_tokens
+        stats.cached_tokens += cached_tokens
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        if cfg.prefix_cache:
+            usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
         return JSONResponse(
             {
                 "id": f"cmpl-{uuid.uuid4().hex}",
@@ -406,11 +451,7 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
                 "created": int(time.time()),
                 "model": req.model,
                 "choices": choices,
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
+                "usage": usage,
             }
         )
 
@@ -479,7 +520,13 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         return {
             "object": "list",
             "data": [
-                {"id": name, "object": "model", "created": created, "owned_by": "ratts-sim"}
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "ratts-sim",
+                    **({"max_model_len": cfg.max_model_len} if cfg.max_model_len else {}),
+                }
                 for name in names
             ],
         }

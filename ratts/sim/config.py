@@ -123,6 +123,17 @@ class SimConfig(BaseModel):
     prms: dict[str, SimPRM] = Field(default_factory=_default_prms)
     supports_n: bool = True
     max_n: int = Field(default=1024, ge=1)
+    prefix_cache: bool = Field(
+        default=False,
+        description="report usage.prompt_tokens_details.cached_tokens (a prompt prefix served "
+        "before counts as cached), as vLLM does with --enable-prompt-tokens-details",
+    )
+    max_model_len: int | None = Field(
+        default=None,
+        ge=1,
+        description="context length: a longer prompt gets vLLM's 400, max_tokens is clamped "
+        "to what is left, and /v1/models reports it",
+    )
     capacity: Capacity = Capacity()
     faults: Faults = Faults()
 
