@@ -46,6 +46,12 @@ class PolicySpec(BaseModel):
     stop: tuple[str, ...] = Field(default=(), description="extra stop sequences, e.g. EOS text")
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     supports_n: bool = True
+    context_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="context length in tokens (default: the max_model_len the server's "
+        "/v1/models reports, if any)",
+    )
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
 

@@ -147,7 +147,7 @@ def test_finished_rules_step_mode() -> None:
     # issue 11: a step cut by its token limit is terminal, with an answer only if it wrote one
     cut = extend_candidate(parent, Choice("Step 2: y = 4 and", "length", None), SEP)
     assert cut.finished and cut.answer is None and cut.steps == [*parent, "Step 2: y = 4 and"]
-    cut_stated = extend_candidate(parent, Choice("The answer is 7. Since", "length", None), SEP)
+    cut_stated = extend_candidate(parent, Choice("The answer is 7.\nSince", "length", None), SEP)
     assert cut_stated.finished and cut_stated.answer == "7"
     eos = extend_candidate(parent, Choice("So y is four.", "stop", None), SEP)
     assert eos.finished

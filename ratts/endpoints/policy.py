@@ -16,6 +16,12 @@ from typing import Any
 
 import openai
 
+from ratts.endpoints.context import (
+    ContextWindow,
+    context_from_error,
+    context_from_models,
+    is_context_error,
+)
 from ratts.endpoints.pool import EndpointPool, MalformedResponse, RetryPolicy, gather_all
 from ratts.endpoints.usage import Usage, sum_usage
 from ratts.errors import InputError
@@ -62,6 +68,16 @@ class ParsedCompletion:
 
 class _NRejected(Exception):
     """The server answered 400 to a request with ``n`` > 1."""
+
+
+class _ContextExceeded(Exception):
+    """The server answered 400: the prompt (or prompt + max_tokens) exceeds its context."""
+
+
+def ended_choices(n: int) -> CompletionResult:
+    """The answer to a prompt that no longer fits the context: the branch ends where it
+    stands (``finish_reason="length"`` with no text), nothing was generated or spent."""
+    return CompletionResult(choices=[Choice("", "length")] * n, usage=Usage())
 
 
 def _parse_logprobs(raw: object) -> tuple[Mapping[str, float], ...] | None:
@@ -194,6 +210,8 @@ class PolicyClient:
         )
         self._n_supported = spec.supports_n
         self._lists_supported = True
+        self._window = ContextWindow(spec.context_tokens)
+        self._context_asked = spec.context_tokens is not None
 
     @property
     def name(self) -> str:
@@ -212,6 +230,24 @@ class PolicyClient:
         """The prefix-stable prompt for a question (steps are appended after it)."""
         return self.spec.prompt_template.format(question=question)
 
+    @property
+    def context_tokens(self) -> int | None:
+        """The policy's context length, once known (settings, /v1/models or a 400)."""
+        return self._window.tokens
+
+    async def _learn_context(self) -> None:
+        """Ask ``/v1/models`` once for the served model's ``max_model_len`` (vLLM reports
+        it; hosted APIs mostly do not, and then the context stays unknown)."""
+        if self._context_asked:
+            return
+        self._context_asked = True
+        try:
+            body = json.loads(await self._post("/models", None))
+        except Exception as exc:  # optional knowledge: the completions call reports failures
+            log.debug("policy %r: no context length from /models (%s)", self.name, exc)
+            return
+        self._window.learn(context_from_models(body, self.spec.model))
+
     async def complete(
         self,
         prompt: str,
@@ -224,11 +260,49 @@ class PolicyClient:
         seed: int | None = None,
         logprobs: int | None = None,
     ) -> CompletionResult:
-        """Sample ``n`` continuations of ``prompt``; choices come back in index order."""
+        """Sample ``n`` continuations of ``prompt``; choices come back in index order.
+
+        ``max_tokens`` is clipped to what the context leaves; a prompt that no longer fits
+        (the server's 400 "maximum context length") ends the branch: ``ended_choices``.
+        """
         if n < 1:
             raise InputError(f"n must be at least 1, got {n}")
         if max_tokens < 1:
             raise InputError(f"max_tokens must be at least 1, got {max_tokens}")
+        await self._learn_context()
+        clipped = self._window.clip(prompt, max_tokens)
+        sampling: dict[str, Any] = {
+            "stop": stop,
+            "temperature": temperature,
+            "top_p": top_p,
+            "seed": seed,
+            "logprobs": logprobs,
+        }
+        try:
+            return await self._complete(prompt, n=n, max_tokens=clipped, **sampling)
+        except _ContextExceeded as exc:
+            retry = self._window.clip(prompt, max_tokens)  # the 400 may have told the context
+            if retry < clipped:
+                try:
+                    return await self._complete(prompt, n=n, max_tokens=retry, **sampling)
+                except _ContextExceeded:
+                    pass
+            log.info("policy %r: the prompt no longer fits the context (%s)", self.name, exc)
+            return ended_choices(n)
+
+    async def _complete(
+        self,
+        prompt: str,
+        *,
+        n: int,
+        stop: list[str] | None,
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int | None,
+        logprobs: int | None,
+    ) -> CompletionResult:
+        """One ``complete`` at a fixed ``max_tokens`` (raises _ContextExceeded)."""
         params: dict[str, Any] = {
             "model": self.spec.model,
             "prompt": prompt,
@@ -284,6 +358,7 @@ class PolicyClient:
             raise InputError(f"n must be at least 1, got {n}")
         if max_tokens < 1:
             raise InputError(f"max_tokens must be at least 1, got {max_tokens}")
+        await self._learn_context()
         sampling: dict[str, Any] = {
             "n": n,
             "stop": stop,
@@ -305,7 +380,7 @@ class PolicyClient:
         params: dict[str, Any] = {
             "model": self.spec.model,
             "prompt": list(prompts),
-            "max_tokens": max_tokens,
+            "max_tokens": min(self._window.clip(prompt, max_tokens) for prompt in prompts),
             "temperature": temperature,
             "top_p": top_p,
         }
@@ -319,6 +394,9 @@ class PolicyClient:
             timed = await self._pool.call(
                 lambda: self._attempt(params, n, None, strict_n=True, prompts=count)
             )
+        except _ContextExceeded:
+            # some prompt no longer fits: one request each, so only its branch ends
+            return await self._each(prompts, seeds, sampling)
         except _NRejected:
             log.info("policy %r rejected a list of prompts with HTTP 400", self.name)
         else:
@@ -380,8 +458,12 @@ class PolicyClient:
         try:
             raw = await self._post("/completions", payload)
         except openai.BadRequestError as exc:
+            message = str(exc)
+            if is_context_error(message):
+                self._window.learn(context_from_error(message))
+                raise _ContextExceeded(message) from exc
             if strict_n:
-                raise _NRejected(str(exc)) from exc
+                raise _NRejected(message) from exc
             raise
         try:
             body = json.loads(raw)
@@ -389,8 +471,9 @@ class PolicyClient:
             raise MalformedResponse("body is not valid JSON", retryable=True) from exc
         return parse_completion(body, n * prompts)
 
-    async def _post(self, path: str, payload: dict[str, Any]) -> bytes:
+    async def _post(self, path: str, payload: dict[str, Any] | None) -> bytes:
         """POST a JSON body to ``path`` under the base URL; the raw response body.
+        ``payload=None`` is a GET instead (only ``/models``, for the context length).
 
         Every HTTP request of a policy goes through here, so the HTTP stack is swapped in
         one place. It uses the SDK's generic POST: its typed ``completions.create`` re-walks
@@ -398,6 +481,9 @@ class PolicyClient:
         client's CPU per request (see bench/efficiency.py); the body here is plain JSON
         already. Errors come back as the SDK's typed exceptions (``pool.classify``).
         """
+        if payload is None:
+            got: bytes = await self._client.get(path, cast_to=bytes)
+            return got
         raw: bytes = await self._client.post(path, cast_to=bytes, body=payload)
         return raw
 
@@ -418,6 +504,7 @@ class PolicyClient:
                 prompt_tokens += reply.prompt_tokens
                 completion_tokens += reply.completion_tokens
                 cached_tokens += reply.cached_tokens
+                self._window.observe(len(prompt), reply.prompt_tokens)
         if estimated:
             log.debug("policy %r: server omitted usage; token counts estimated", self.name)
         spec = self.spec

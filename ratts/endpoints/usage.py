@@ -60,3 +60,19 @@ def sum_usage(items: list[Usage]) -> Usage:
     for item in items:
         total += item
     return total
+
+
+_SPENT = "ratts_spent"
+
+
+def attach_spent(exc: BaseException, usage: Usage) -> None:
+    """Let whoever catches ``exc`` still log what the failed run spent: the run's own
+    (live) Usage rides on the exception; the innermost run that attaches one wins."""
+    if getattr(exc, _SPENT, None) is None:
+        setattr(exc, _SPENT, usage)
+
+
+def spent(exc: BaseException) -> Usage | None:
+    """The Usage a failed run attached to ``exc`` (see ``attach_spent``), if any."""
+    found = getattr(exc, _SPENT, None)
+    return found if isinstance(found, Usage) else None

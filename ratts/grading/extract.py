@@ -131,11 +131,18 @@ def extract_answer(text: str) -> str | None:
     return found if found is not None else _last_number(text)
 
 
-def stated_answer(text: str) -> str | None:
+def stated_answer(text: str, *, cut: bool = False) -> str | None:
     """An answer the text states explicitly (``\\boxed{}``, "The answer is", ``####``).
 
-    Used for texts cut mid-way, whose last number is no answer, only an intermediate value.
+    For texts that stopped mid-way, whose last number is no answer, only an intermediate
+    value. ``cut``: the text was cut by a token limit, so its last line may hold half an
+    answer ("The answer is 43" of 4329): only a complete ``\\boxed{}`` or an answer on an
+    earlier line counts.
     """
+    if cut:
+        if has_boxed(text):
+            return _last_boxed(text)
+        text = text[: text.rfind("\n")] if "\n" in text else ""
     for finder in (_last_boxed, _answer_phrase, _gsm8k):
         found = finder(text)
         if found is not None:

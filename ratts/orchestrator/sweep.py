@@ -38,7 +38,7 @@ from ratts.datasets import LoadResult, load_dataset, load_jsonl
 from ratts.endpoints.factory import build_policy, build_prm
 from ratts.endpoints.policy import PolicyClient
 from ratts.endpoints.prm import PRM
-from ratts.endpoints.usage import Usage
+from ratts.endpoints.usage import Usage, spent
 from ratts.errors import ConfigError
 from ratts.grading import grade
 from ratts.orchestrator.sweep_config import validate_configs
@@ -210,7 +210,7 @@ class _Sweep:
             answer, reward = outcome.answer, outcome.final_reward
             correct = await asyncio.to_thread(grade, answer, item.problem.answer)
         except Exception as exc:
-            usage = Usage()
+            usage = spent(exc) or Usage()  # what the failed run was served still counts
             error = _one_line(exc)
         if not usage.wall_seconds:
             usage.wall_seconds = time.perf_counter() - started

@@ -405,6 +405,13 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         holds: list[float] = []
         prompt_tokens = completion_tokens = cached_tokens = 0
         context = cfg.max_model_len
+        if context is not None and req.max_tokens is not None and req.max_tokens > context:
+            raise _BadRequest(
+                400,
+                f"max_tokens={req.max_tokens} cannot be greater than max_model_len={context}. "
+                "Please request fewer output tokens.",
+                "BadRequestError",
+            )
         sizes = [world.count_tokens(prompt) for prompt in prompts]
         if context is not None and max(sizes) > context:
             raise _BadRequest(

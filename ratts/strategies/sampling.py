@@ -7,15 +7,16 @@ Prompts are prefix-stable: a step-wise continuation is always
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ratts.endpoints.policy import Choice, CompletionResult, PolicyClient
 from ratts.endpoints.prm import PRM
-from ratts.endpoints.usage import Usage
+from ratts.endpoints.usage import Usage, attach_spent
 from ratts.errors import BadResponseError, InputError, InvalidParamsError
 from ratts.grading import extract_answer, has_boxed, stated_answer
 from ratts.types import Candidate, Outcome, Problem, StrategyParams
@@ -80,6 +81,8 @@ def _answer(text: str, choice: Choice, separator: str) -> str | None:
     string other than the separator) its final number counts; a text cut by the token
     limit, or an empty step at the separator, holds an answer only if it wrote one (its
     last number is an intermediate value)."""
+    if choice.finish_reason == "length":
+        return stated_answer(text, cut=True)
     ended = choice.finish_reason == "stop" and choice.stop_reason != separator
     return extract_answer(text) if ended else stated_answer(text)
 
@@ -160,6 +163,17 @@ class RunLedger:
     def event(self, name: str, **data: Any) -> None:
         self.trace.append({"event": name, **data})
 
+    @contextlib.contextmanager
+    def spending(self) -> Iterator[None]:
+        """Any error out of a call carries this run's usage so far (``usage.spent``), so a
+        run that fails mid-search still logs what the servers served it."""
+        try:
+            yield
+        except BaseException as exc:
+            self.usage.wall_seconds = time.perf_counter() - self.started
+            attach_spent(exc, self.usage)
+            raise
+
     async def sample(
         self,
         policy: PolicyClient,
@@ -170,6 +184,18 @@ class RunLedger:
         key: tuple[object, ...] = (),
     ) -> list[Choice]:
         """One policy request: a step (stop at the separator) or whole solutions."""
+        with self.spending():
+            return await self._sample(policy, prompt, n=n, step=step, key=key)
+
+    async def _sample(
+        self,
+        policy: PolicyClient,
+        prompt: str,
+        *,
+        n: int,
+        step: bool,
+        key: tuple[object, ...],
+    ) -> list[Choice]:
         p = self.params
         result: CompletionResult = await policy.complete(
             prompt,
@@ -199,6 +225,18 @@ class RunLedger:
         """``n`` next steps (or, ``step=False``, whole continuations) for each prompt, in one
         request where the client can (see ``PolicyClient.complete_many``); ``keys[i]``
         derives prompt i's seed."""
+        with self.spending():
+            return await self._sample_many(policy, prompts, n=n, keys=keys, step=step)
+
+    async def _sample_many(
+        self,
+        policy: PolicyClient,
+        prompts: Sequence[str],
+        *,
+        n: int,
+        keys: Sequence[tuple[object, ...]],
+        step: bool,
+    ) -> list[list[Choice]]:
         p = self.params
         result = await policy.complete_many(
             prompts,
@@ -219,6 +257,10 @@ class RunLedger:
 
     async def score(self, prm: PRM, question: str, candidates: Sequence[Candidate]) -> None:
         """Score every candidate with steps in ONE PRM call; fills ``step_scores`` in place."""
+        with self.spending():
+            await self._score(prm, question, candidates)
+
+    async def _score(self, prm: PRM, question: str, candidates: Sequence[Candidate]) -> None:
         todo = [c for c in candidates if c.steps]
         for c in candidates:
             if not c.steps:
