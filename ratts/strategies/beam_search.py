@@ -1,4 +1,8 @@
-"""Beam search (N, M): N candidates per step, keep the best N/M by PRM score, expand each by M."""
+"""Beam search (N, M): N candidates per step, keep the best N/M by PRM score, expand each by M.
+
+When fewer than N/M survive a step the best survivors are duplicated (as search-and-learn
+does), so every step still samples N candidates while any beam lives.
+"""
 
 from __future__ import annotations
 

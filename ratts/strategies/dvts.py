@@ -1,6 +1,7 @@
 """DVTS (N, M): N/M independent subtrees run concurrently (in lockstep, one PRM call per step
-for all of them), each keeping one beam and expanding it by M per step; the answer is
-selected over all subtrees' leaves.
+for all of them), each keeping one beam and expanding it by M per step; a subtree stops
+once its best-scored child is terminal (the paper's and search-and-learn's rule); the
+answer is selected over all subtrees' leaves.
 
 Independent subtrees trade the single tree's exploitation for diversity, which the paper
 shows pays off at large N.
