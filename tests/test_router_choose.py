@@ -151,6 +151,7 @@ def test_candidate_configs_cover_the_deployment() -> None:
     labels = {c.label() for c in configs}
     assert "cot(N=1)@small" in labels and "majority(N=16)@large" in labels
     assert "beam_search(N=4,M=4)@small+prm" in labels and "best_of_n(N=16)@large+prm" in labels
-    assert len(configs) == 2 * (1 + 2 + 2 + 2)
+    assert "dvts(N=16,M=4)@large+prm" in labels  # issue 11: DVTS is a default candidate
+    assert len(configs) == 2 * (1 + 2 + 2 + 2 + 2)
     with pytest.raises(ConfigError, match="unknown policy"):
         candidate_configs(deployment(), policies=["nope"])

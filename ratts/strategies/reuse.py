@@ -15,7 +15,7 @@ from ratts.endpoints.prm import PRM
 from ratts.strategies import STRATEGIES, get_strategy
 from ratts.strategies.probe import ProbeResult
 from ratts.strategies.sampling import RunLedger, derive_seed, require_prm, solution_candidate
-from ratts.strategies.scoring import majority_index, select
+from ratts.strategies.scoring import majority_index, off_loop, select
 from ratts.types import Candidate, Outcome, Problem, RunConfig, StrategyParams
 
 
@@ -111,10 +111,10 @@ async def run_with_probe(
         rescore = reused if scorer.name != result.prm else []
         await run.score(scorer, problem.question, [*rescore, *fresh])
         run.event("score", candidates=len(rescore) + len(fresh))
-        selected = select(candidates, params.selection, params.aggregation)
+        selected = await off_loop(select, candidates, params.selection, params.aggregation)
     elif n == 1:
         selected = 0
     else:
-        selected = majority_index([c.answer for c in candidates])
+        selected = await off_loop(majority_index, [c.answer for c in candidates])
     run.event("select", index=selected)
     return run.outcome(candidates, selected)
