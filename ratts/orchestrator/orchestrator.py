@@ -354,7 +354,7 @@ class Orchestrator:
         assert self._db is not None
         current: Current = await self._db(router.current)
         plan = router.probe_spec(current, policy, prm, self.probe_k)
-        state.probe_config = probe_config(plan.policy, plan.prm, plan.k)
+        state.probe_config = probe_config(plan.policy, plan.prm, plan.k, plan.params)
         result = await self._run(problem, state.probe_config, watch, phase="probe")
         assert isinstance(result, ProbeResult)
         state.probe = result

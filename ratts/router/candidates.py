@@ -25,7 +25,7 @@ from ratts.strategies.reuse import is_stepwise, samples_of
 from ratts.types import Budget, RunConfig, StrategyParams
 
 CostUnit = Literal["n", "tokens", "flops", "usd"]
-DEFAULT_STRATEGIES = ("cot", "majority", "best_of_n", "beam_search")
+DEFAULT_STRATEGIES = ("cot", "majority", "adaptive", "best_of_n", "beam_search")
 DEFAULT_NS = (4, 16, 64)
 PRIOR_FILL = 0.5  # a sample is assumed to use half its max_tokens
 PRIOR_PROMPT_TOKENS = 120.0

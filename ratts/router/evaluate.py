@@ -51,12 +51,14 @@ from ratts.router.candidates import pick as choose
 from ratts.router.features import PASS_AT_1
 from ratts.router.model import RouterModel, design_row
 from ratts.router.router import ProbeSpec, price_after_probe
+from ratts.router.splits import text_key
 from ratts.router.train import (
     Record,
     default_probe,
     design,
     probe_index,
     probe_spec_of,
+    question_texts,
     split_probes,
     split_problems,
     with_features,
@@ -227,7 +229,10 @@ def _prepare(records: Sequence[Record], cfg: EvalConfig) -> _Data:
     )
     configs = [config_of[k] for k in keys]
     featured = {str(r["problem_id"]) for r in graded} & set(index)
-    train_ids, test_ids = split_problems(featured, cfg.test_fraction, cfg.seed)
+    texts = question_texts(graded)
+    train_ids, test_ids = split_problems(featured, cfg.test_fraction, cfg.seed, texts)
+    # one test problem per text: a question logged under two ids is counted once
+    test_ids = set({text_key(texts.get(pid) or pid): pid for pid in sorted(test_ids)}.values())
     cell: dict[tuple[str, str], Record] = {}
     for rec in graded:
         cell[(str(rec["problem_id"]), record_config(rec).key())] = rec

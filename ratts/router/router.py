@@ -54,18 +54,27 @@ TOP_CANDIDATES = 5
 
 @dataclass(frozen=True, slots=True)
 class ProbeSpec:
-    """Which probe a router's features come from (policy, PRM, k): what solve runs first."""
+    """Which probe a router's features come from (policy, PRM, k and its sampling params):
+    what solve runs first. The params matter twice: features mean what they meant in
+    training only under the same sampling, and a config reuses the probe's samples only
+    when it samples alike (``ratts.strategies.reuse``)."""
 
     policy: str
     prm: str | None
     k: int
+    params: StrategyParams | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy, "prm": self.prm, "k": self.k}
+        out: dict[str, Any] = {"policy": self.policy, "prm": self.prm, "k": self.k}
+        if self.params is not None:
+            out["params"] = self.params.model_dump(mode="json")
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ProbeSpec:
-        return cls(str(data["policy"]), data.get("prm"), int(data["k"]))
+        raw = data.get("params")
+        params = StrategyParams.model_validate(raw) if isinstance(raw, Mapping) else None
+        return cls(str(data["policy"]), data.get("prm"), int(data["k"]), params)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,6 @@ never a model input). Training joins each run to its problem's probe row.
 
 from __future__ import annotations
 
-import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,10 +27,11 @@ from ratts.router.candidates import CostModel, record_config
 from ratts.router.features import text_features
 from ratts.router.model import MIN_ROWS, RouterModel, TrainedRouter, design_row
 from ratts.router.registry import register
+from ratts.router.splits import split_keys, text_key
 from ratts.settings import Settings
 from ratts.store import Store
 from ratts.strategies.probe import PROBE
-from ratts.types import Problem
+from ratts.types import Problem, StrategyParams
 
 PROBE_STRATEGY = PROBE  # the strategy name of probe rows
 Record = dict[str, Any]
@@ -80,7 +80,10 @@ def split_probes(records: Iterable[Record]) -> tuple[list[Record], list[Record]]
 
 
 def probe_spec_of(rec: Record) -> ProbeSpec:
-    return ProbeSpec(str(rec["policy"]), rec.get("prm"), int((rec.get("params") or {}).get("n", 0)))
+    """The probe a probe row ran, with its sampling params (so solve probes alike)."""
+    raw = dict(rec.get("params") or {})
+    params = StrategyParams.model_validate(raw) if raw else None
+    return ProbeSpec(str(rec["policy"]), rec.get("prm"), int(raw.get("n", 0)), params)
 
 
 def default_probe(probes: Sequence[Record]) -> ProbeSpec | None:
@@ -95,7 +98,13 @@ def default_probe(probes: Sequence[Record]) -> ProbeSpec | None:
 
 def probe_index(probes: Iterable[Record], spec: ProbeSpec) -> dict[str, Record]:
     """problem_id -> its probe row of ``spec``."""
-    return {str(r["problem_id"]): r for r in probes if probe_spec_of(r) == spec}
+
+    def same(row: ProbeSpec) -> bool:  # a spec without params matches any sampling
+        if spec.params is None:
+            return (row.policy, row.prm, row.k) == (spec.policy, spec.prm, spec.k)
+        return row == spec
+
+    return {str(r["problem_id"]): r for r in probes if same(probe_spec_of(r))}
 
 
 def with_features(
@@ -138,21 +147,35 @@ def design(records: Sequence[Record]) -> tuple[list[dict[str, Any]], list[bool],
     return rows, [bool(r["correct"]) for r in records], [str(r["problem_id"]) for r in records]
 
 
+def question_texts(records: Iterable[Record]) -> dict[str, str]:
+    """problem_id -> its question text (the split's grouping)."""
+    return {str(r["problem_id"]): str(r.get("question") or "") for r in records}
+
+
 def split_problems(
-    problem_ids: Iterable[str], test_fraction: float, seed: int
+    problem_ids: Iterable[str],
+    test_fraction: float,
+    seed: int,
+    texts: Mapping[str, str] | None = None,
 ) -> tuple[set[str], set[str]]:
-    """(train, test) problem ids: a seeded shuffle, so a problem's runs stay together."""
+    """(train, test) problem ids, grouped by a hash of the normalised question text (ids
+    without a text in ``texts`` group alone): a question asked twice under two ids, as
+    the API does, never sits on both sides."""
     ids = sorted(set(problem_ids))
-    random.Random(seed).shuffle(ids)
-    cut = round(len(ids) * test_fraction)
-    return set(ids[cut:]), set(ids[:cut])
+    known = texts or {}
+    group = {pid: text_key(known[pid]) if known.get(pid) else f"id:{pid}" for pid in ids}
+    train_groups, _ = split_keys(group.values(), test_fraction, seed)
+    train = {pid for pid in ids if group[pid] in train_groups}
+    return train, set(ids) - train
 
 
 def holdout_metrics(
     graded: Sequence[Record], model_params: Mapping[str, Any], seed: int, fraction: float
 ) -> dict[str, Any]:
     """Brier score, log loss and AUC on held-out problems (skipped when too small)."""
-    train_ids, test_ids = split_problems((r["problem_id"] for r in graded), fraction, seed)
+    train_ids, test_ids = split_problems(
+        (r["problem_id"] for r in graded), fraction, seed, question_texts(graded)
+    )
     train = [r for r in graded if r["problem_id"] in train_ids]
     test = [r for r in graded if r["problem_id"] in test_ids]
     if not test:
