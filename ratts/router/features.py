@@ -93,9 +93,13 @@ def text_features(problem: Problem) -> Features:
     return features
 
 
+ROUTING = "routing"  # a routed run's decision log and probe/strategy usage: never an input
+
+
 def is_input(key: str) -> bool:
-    """Whether a logged feature may be a model input (labels need the gold answer)."""
-    return not key.startswith(LABEL_PREFIX)
+    """Whether a logged feature may be a model input (labels need the gold answer; the
+    routing log describes the decision, not the question)."""
+    return not key.startswith(LABEL_PREFIX) and key != ROUTING
 
 
 def split_features(

@@ -111,6 +111,26 @@ class Decision:
     why: list[Considered] = field(default_factory=list)
     router_version: str | None = None
     predicted_accuracy: float | None = None
+    predicted_cost: dict[str, float] = field(default_factory=dict)
+    explored: bool = False
+    propensity: float = 1.0
+    limit: dict[str, float | None] = field(default_factory=dict)
+
+    def to_log(self) -> dict[str, Any]:
+        """The decision as a routed run's log entry: what a router can learn from (the
+        candidates weighed, the choice with its predictions, exploration, propensity)."""
+        return {
+            "reason": self.reason,
+            "chosen": self.config.label(),
+            "chosen_key": self.config.key(),
+            "predicted_accuracy": self.predicted_accuracy,
+            "predicted_cost": dict(self.predicted_cost),
+            "explored": self.explored,
+            "propensity": self.propensity,
+            "budget_left": dict(self.limit),
+            "router_version": self.router_version,
+            "candidates": [c.to_dict() for c in self.why],
+        }
 
 
 @dataclass(slots=True)
@@ -229,7 +249,31 @@ class Router:
         if found is None:
             return Current(None, None)
         version, trained = found
+        problem = self.unservable(trained)
+        if problem:
+            log.warning(
+                "trained router %s refused, using the cold-start rule: %s", version, problem
+            )
+            return Current(None, None, f"trained router {version} refused ({problem})")
         return Current(trained, version)
+
+    def unservable(self, trained: TrainedRouter) -> str:
+        """Why this deployment cannot serve ``trained`` ('' when it can): a router trained
+        for policies or PRMs that are not configured would choose configs that cannot run."""
+        policies = {p.name for p in self.settings.policies}
+        prms = {p.name for p in self.settings.prms}
+        runnable = [
+            c
+            for c in trained.run_configs()
+            if c.policy in policies and (c.prm is None or c.prm in prms)
+        ]
+        if runnable:
+            return ""
+        wanted = sorted({c.policy for c in trained.run_configs()})
+        return (
+            f"trained for policies {', '.join(wanted) or 'none'}, but this deployment "
+            f"configures {', '.join(sorted(policies)) or 'none'}"
+        )
 
     def probe_spec(
         self,
@@ -334,6 +378,9 @@ class Router:
             reason = "exploration"
         else:
             reason = "router" if now.trained is not None else "cold_start"
+        spent = probe_result.usage if probe_result is not None else None
+        left = remaining(budget, spent) if budget is not None else Budget()
+        cost = choice.predicted_cost
         return Decision(
             config=choice.config,
             reason=reason,
@@ -341,4 +388,17 @@ class Router:
             why=considered(choice),
             router_version=now.version,
             predicted_accuracy=choice.predicted_accuracy,
+            predicted_cost={
+                "n": float(cost.n),
+                "tokens": cost.tokens,
+                "flops": cost.flops,
+                "usd": cost.usd,
+            },
+            explored=choice.explored,
+            propensity=choice.propensity,
+            limit={
+                "tokens": None if left.tokens is None else float(left.tokens),
+                "flops": left.flops,
+                "usd": left.usd,
+            },
         )

@@ -24,7 +24,7 @@ import numpy as np
 from ratts.errors import RouterError
 from ratts.router import ProbeSpec
 from ratts.router.candidates import CostModel, record_config
-from ratts.router.features import text_features
+from ratts.router.features import ROUTING, text_features
 from ratts.router.model import MIN_ROWS, RouterModel, TrainedRouter, design_row
 from ratts.router.registry import register
 from ratts.router.splits import split_keys, text_key
@@ -40,31 +40,65 @@ Record = dict[str, Any]
 # ---------------------------------------------------------------- reading the log
 
 
+SWEEP, ROUTED, ROUTED_PROBE = "sweep", "routed", "routed_probe"
+MAX_WEIGHT = 20  # inverse-propensity weights are capped (variance) at this many copies
+
+
+def run_source(features: Mapping[str, Any]) -> tuple[str, float]:
+    """(where a logged run came from, its propensity). ``routed_probe``: a routed run whose
+    answer is the probe's (the strategy drew nothing, or the deadline left the probe's)."""
+    log = features.get(ROUTING)
+    if not isinstance(log, Mapping):
+        return SWEEP, 1.0
+    strategy = log.get("strategy_usage") or {}
+    probe_only = log.get("answer_source") == "probe" or not strategy.get("tokens")
+    propensity = float(log.get("propensity") or 1.0)
+    return (ROUTED_PROBE if probe_only else ROUTED), min(1.0, max(propensity, 1e-6))
+
+
+def _strategy_share(row: Mapping[str, Any], features: Mapping[str, Any]) -> dict[str, float]:
+    """The usage columns of what the strategy itself spent: a routed run's row holds the
+    probe too, and the probe is priced apart (``Router``), so it is taken out here."""
+    log = features.get(ROUTING)
+    probe = (log.get("probe_usage") or {}) if isinstance(log, Mapping) else {}
+    prompt = row["policy_prompt_tokens"] - int(probe.get("prompt_tokens", 0))
+    completion = row["policy_completion_tokens"] - int(probe.get("completion_tokens", 0))
+    prm = row["prm_tokens"] - int(probe.get("prm_tokens", 0))
+    return {
+        "policy_prompt_tokens": prompt,
+        "policy_completion_tokens": completion,
+        "prm_tokens": prm,
+        "tokens": prompt + completion + prm,
+        "flops": row["flops"] - float(probe.get("flops", 0.0)),
+        "dollars": row["dollars"] - float(probe.get("dollars", 0.0)),
+    }
+
+
 def records_from_store(store: Store, *, dataset: str | None = None) -> list[Record]:
-    """Every successful run as a plain record (the adapter between store and modelling)."""
+    """Every successful run as a plain record (the adapter between store and modelling).
+
+    A routed run's cost columns are its strategy's share (the probe taken out), and
+    ``source``/``propensity`` say where it came from (``run_source``)."""
     out: list[Record] = []
     for row in store.runs(dataset=dataset, include_failed=False):
+        features = row["features"] or {}
+        source, propensity = run_source(features)
         out.append(
             {
                 "problem_id": row["problem_key"],
                 "dataset": row["dataset"],
                 "question": row["question"],
                 "meta": row["problem_meta"] or {},
-                "features": row["features"] or {},
+                "features": features,
                 "policy": row["policy"],
                 "prm": row["prm"],
                 "strategy": row["strategy"],
                 "params": row["params"] or {},
                 "budget": row["budget"],
                 "correct": row["correct"],
-                "policy_prompt_tokens": row["policy_prompt_tokens"],
-                "policy_completion_tokens": row["policy_completion_tokens"],
-                "prm_tokens": row["prm_tokens"],
-                "tokens": row["policy_prompt_tokens"]
-                + row["policy_completion_tokens"]
-                + row["prm_tokens"],
-                "flops": row["flops"],
-                "dollars": row["dollars"],
+                "source": source,
+                "propensity": propensity,
+                **_strategy_share(row, features),
             }
         )
     return out
@@ -139,6 +173,20 @@ def with_features(
 class TrainResult:
     router: TrainedRouter
     metrics: dict[str, Any]
+
+
+def weight_of(rec: Record) -> int:
+    """Copies of a record in the fit: 1 for sweep rows (every config ran: no selection
+    bias), round(1/propensity) for routed rows, capped at MAX_WEIGHT. Replication rather
+    than sample weights, because the calibrated pipeline does not pass weights through."""
+    if rec.get("source") != ROUTED:
+        return 1
+    return max(1, min(MAX_WEIGHT, round(1.0 / float(rec.get("propensity") or 1.0))))
+
+
+def weighted(records: Sequence[Record]) -> list[Record]:
+    """``records`` with each routed row repeated ``weight_of`` times (same problem group)."""
+    return [r for r in records for _ in range(weight_of(r))]
 
 
 def design(records: Sequence[Record]) -> tuple[list[dict[str, Any]], list[bool], list[str]]:
@@ -223,7 +271,11 @@ def train_router(
     """
     runs, probes = split_probes(records)
     spec = probe or default_probe(probes)
-    graded = [r for r in with_features(runs, probes, spec) if r.get("correct") is not None]
+    featured = [r for r in with_features(runs, probes, spec) if r.get("correct") is not None]
+    # A routed run answered by the probe says how the probe did, not the chosen config:
+    # kept apart (counted, not fitted). Routed runs are reweighted by 1/propensity.
+    apart = [r for r in featured if r.get("source") == ROUTED_PROBE]
+    graded = [r for r in featured if r.get("source") != ROUTED_PROBE]
     params = {"random_state": seed, **(model_params or {})}
     min_rows = int(params.get("min_rows", MIN_ROWS))
     if len(graded) < min_rows:
@@ -231,7 +283,7 @@ def train_router(
             f"need at least {min_rows} graded runs to train the router, got {len(graded)}; "
             "log more runs (ratts sweep) and retry"
         )
-    rows, labels, groups = design(graded)
+    rows, labels, groups = design(weighted(graded))
     model = RouterModel(**params).fit(rows, labels, groups)
     configs = list({c.key(): c for c in (record_config(r) for r in graded)}.values())
     costs = CostModel.from_records(graded, settings)
@@ -246,6 +298,8 @@ def train_router(
         "positive_rate": sum(labels) / len(labels),
         "probe": spec.as_dict() if spec else None,
         "seed": seed,
+        "routed_rows": sum(r.get("source") == ROUTED for r in graded),
+        "routed_probe_rows_apart": len(apart),
         "per_config_rows": dict(Counter(record_config(r).label() for r in graded).most_common()),
     }
     if holdout > 0:

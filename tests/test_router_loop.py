@@ -1,0 +1,232 @@
+"""Issue 12's router loop on the simulator and a real SQLite log: propensities, the
+decision log of a routed run with the probe charged once, text-hash splits, the cold
+start's probe answer, adaptive consistency, and artifacts this deployment cannot serve."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from test_router_support import log_to_store, synthetic_log
+
+from ratts import Orchestrator
+from ratts.endpoints.factory import build_policy
+from ratts.router import Router
+from ratts.router.candidates import CandidateConfig, Cost, pick
+from ratts.router.coldstart import ColdStartRouter
+from ratts.router.features import ROUTING, is_input
+from ratts.router.registry import register
+from ratts.router.splits import dedupe, split_by_text, text_key
+from ratts.router.train import (
+    ROUTED,
+    SWEEP,
+    records_from_store,
+    split_problems,
+    train_router,
+    weight_of,
+)
+from ratts.settings import PolicySpec, PRMSpec, Settings
+from ratts.sim import SimServer
+from ratts.store import open_store
+from ratts.strategies import get_strategy
+from ratts.strategies.adaptive import majority_posterior, settled
+from ratts.types import Budget, Problem, RunConfig, StrategyParams
+
+FAST = {"max_iter": 40, "min_samples_leaf": 5}
+
+
+def _cands(n: int) -> list[CandidateConfig]:
+    out = []
+    for i in range(n):
+        config = RunConfig(
+            policy=f"p{i}", prm=None, strategy="majority", params=StrategyParams(n=4)
+        )
+        out.append(
+            CandidateConfig(config, Cost(n=4, tokens=100.0 * (i + 1), flops=0.0, usd=0.0), True)
+        )
+    return out
+
+
+def test_exploration_rows_carry_propensities_in_0_1_that_match_the_draw() -> None:
+    cands = _cands(4)
+    acc = [0.9, 0.5, 0.4, 0.1]
+    rng = random.Random(3)
+    seen = []
+    for _ in range(400):
+        choice = pick(cands, acc, Budget(tokens=1000), epsilon=0.4, rng=rng)
+        assert 0.0 < choice.propensity <= 1.0
+        if choice.config.policy == "p0":
+            assert choice.propensity == pytest.approx(0.6 + 0.1)
+        else:
+            assert choice.explored and choice.propensity == pytest.approx(0.1)
+        seen.append(choice.config.policy)
+    # the propensities are the real frequencies of the draw
+    assert seen.count("p0") / len(seen) == pytest.approx(0.7, abs=0.07)
+    greedy = pick(cands, acc, Budget(tokens=1000))
+    assert greedy.propensity == 1.0 and not greedy.explored
+
+
+def test_split_never_puts_one_text_on_both_sides() -> None:
+    base = [
+        Problem(id=f"q{i}", question=f"What is {i} + {i}?", answer=str(2 * i)) for i in range(40)
+    ]
+    # the same questions again under fresh ids (as the API logs them), re-spaced and re-cased
+    again = [
+        Problem(id=f"api-{i}", question="  " + p.question.upper() + " ", answer=p.answer)
+        for i, p in enumerate(base)
+    ]
+    train, test = split_by_text(base + again, 0.3, seed=1)
+    assert {text_key(p.question) for p in train}.isdisjoint(text_key(p.question) for p in test)
+    assert len(train) + len(test) == 40 == len(dedupe(base + again))
+    texts = {p.id: p.question for p in base + again}
+    tr, te = split_problems(texts, 0.5, 7, texts)
+    for i in range(40):
+        assert (f"q{i}" in te) == (f"api-{i}" in te), i
+    assert tr and te and tr.isdisjoint(te)
+
+
+def test_posterior_stops_when_the_leader_is_the_majority() -> None:
+    assert majority_posterior(4, 0) == pytest.approx(31 / 32)
+    assert majority_posterior(3, 0) == pytest.approx(15 / 16)
+    assert majority_posterior(0, 0) == pytest.approx(0.5)
+    assert settled(["7", "7", "7", "7"]) and not settled(["7", "7", "7"])
+    assert not settled(["7", "7", "7", "8"]) and not settled([None, None, None, None])
+
+
+async def test_adaptive_consistency_stops_early_and_never_exceeds_n(
+    sim: SimServer, weak_policy_spec: PolicySpec
+) -> None:
+    policy = build_policy(weak_policy_spec)
+    strategy = get_strategy("adaptive")
+    try:
+        easy = Problem(id="e", question="Puzzle easy: give the value. [difficulty=0.0]")
+        hard = Problem(id="h", question="Puzzle hard: give the value. [difficulty=1.0]")
+        params = StrategyParams(n=16, seed=0)
+        out_easy = await strategy.run(easy, policy, None, params)
+        out_hard = await strategy.run(hard, policy, None, params)
+    finally:
+        await policy.aclose()
+    assert 4 <= len(out_easy.candidates) < 16  # settled after a few agreeing rounds
+    assert settled([c.answer for c in out_easy.candidates])
+    assert len(out_hard.candidates) <= 16
+    assert out_easy.usage.policy_requests == len(out_easy.candidates) // 2
+
+
+def test_cold_start_answers_from_a_unanimous_probe() -> None:
+    rule = ColdStartRouter({"p": 1e8})
+    free = RunConfig(policy="p", prm=None, strategy="majority", params=StrategyParams(n=4))
+    beam = RunConfig(policy="p", prm="r", strategy="beam_search", params=StrategyParams(n=16))
+    bon = RunConfig(policy="p", prm="r", strategy="best_of_n", params=StrategyParams(n=16))
+    cands = [
+        CandidateConfig(free, Cost(n=4, tokens=0.0, flops=0.0, usd=0.0), True),
+        CandidateConfig(beam, Cost(n=16, tokens=900.0, flops=0.0, usd=0.0), True),
+        CandidateConfig(bon, Cost(n=16, tokens=500.0, flops=0.0, usd=0.0), True),
+    ]
+    agree = {"probe_k": 4.0, "probe_agreement": 1.0, "probe_answered": 1.0}
+    choice = rule.choose(agree, cands, Budget(tokens=2000))
+    assert choice.config == free and "probe" in choice.reason
+    split = {"probe_k": 4.0, "probe_agreement": 0.75, "probe_answered": 1.0}
+    assert rule.choose(split, cands, Budget(tokens=2000)).config == bon  # small, not hard
+
+
+@pytest.fixture
+def sim_settings(tmp_path: Path, weak_policy_spec: PolicySpec, prm_spec: PRMSpec) -> Settings:
+    return Settings(
+        db_url=f"sqlite:///{tmp_path / 'runs.db'}",
+        data_dir=tmp_path / "data",
+        policies=[weak_policy_spec],
+        prms=[prm_spec],
+    )
+
+
+async def test_routed_run_logs_its_decision_and_charges_the_probe_once(
+    sim_settings: Settings, sim: SimServer
+) -> None:
+    async with Orchestrator(sim_settings, epsilon=0.5, seed=1) as orch:
+        result = await orch.solve(
+            "Puzzle 5: follow the hidden chain; give the value. [difficulty=0.6]",
+            budget=Budget(n=16),
+        )
+        store = orch.store
+        assert store is not None
+        rows = store.runs()
+        records = records_from_store(store)
+    stats = sim.stats()
+    assert len(rows) == 1
+    row = rows[0]
+    total = row["policy_prompt_tokens"] + row["policy_completion_tokens"] + row["prm_tokens"]
+    # the row's usage is everything really spent, the probe counted once
+    assert total == stats["prompt_tokens"] + stats["completion_tokens"] + stats["prm_tokens"]
+    log = row["features"][ROUTING]
+    assert not is_input(ROUTING)
+    assert log["probe_usage"]["tokens"] == result.probe_usage.total_tokens > 0
+    assert log["probe_usage"]["tokens"] + log["strategy_usage"]["tokens"] == total
+    assert 0.0 < log["propensity"] <= 1.0 and isinstance(log["explored"], bool)
+    assert log["chosen"] == result.config.label()
+    assert any(c["chosen"] for c in log["candidates"]) and len(log["candidates"]) >= 2
+    # training sees the strategy's share only, so the budget's probe subtraction is the
+    # probe's one charge
+    assert records[0]["tokens"] == total - log["probe_usage"]["tokens"]
+    assert records[0]["source"] in (ROUTED, "routed_probe")
+    assert records[0]["propensity"] == log["propensity"]
+
+
+def test_served_and_evaluated_decisions_are_one_objects_output(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
+    try:
+        log_to_store(store, synthetic_log(80))
+        settings = Settings(
+            db_url=f"sqlite:///{tmp_path / 'runs.db'}",
+            data_dir=tmp_path / "data",
+            policies=[
+                PolicySpec(name="weak", base_url="http://127.0.0.1:9/v1", model="w", params=1e9),
+                PolicySpec(name="strong", base_url="http://127.0.0.1:9/v1", model="s", params=7e10),
+            ],
+            prms=[PRMSpec(name="prm", kind="arithmetic")],
+        )
+        trained = train_router(records_from_store(store), model_params=FAST, holdout=0)
+        register(store, trained.router, tmp_path / "routers", trained.metrics)
+        router = Router(settings, store)
+        features = {"probe_agreement": 0.5, "probe_prm_mean": 0.4}
+        for tokens in (10**11, 10**12, 10**13):
+            budget = Budget(flops=float(tokens))
+            served = router.decide(features, budget)
+            evaluated = router.choose(features, budget)
+            assert served.config == evaluated.config
+            assert served.propensity == evaluated.propensity
+            assert served.router_version == evaluated.router_version == "v1"
+    finally:
+        store.close()
+
+
+def test_router_for_unconfigured_policies_is_refused_and_the_cold_start_decides(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
+    try:
+        trained = train_router(synthetic_log(80), model_params=FAST, holdout=0)
+        register(store, trained.router, tmp_path / "routers", trained.metrics)
+        other = Settings(
+            db_url=f"sqlite:///{tmp_path / 'runs.db'}",
+            data_dir=tmp_path / "data",
+            policies=[PolicySpec(name="elsewhere", base_url="http://127.0.0.1:9/v1", model="e")],
+            prms=[PRMSpec(name="prm", kind="arithmetic")],
+        )
+        router = Router(other, store)
+        with caplog.at_level("WARNING"):
+            now = router.current()
+        assert now.trained is None and "refused" in now.note and "weak" in now.note
+        assert any(
+            "refused" in r.getMessage() and "\n" not in r.getMessage() for r in caplog.records
+        )
+        decision = router.decide({}, Budget(n=4), current=now)
+        assert decision.reason == "cold_start" and "refused" in decision.explanation
+    finally:
+        store.close()
+
+
+def test_routed_rows_are_reweighted_by_inverse_propensity() -> None:
+    assert weight_of({"source": SWEEP, "propensity": 0.1}) == 1
+    assert weight_of({"source": ROUTED, "propensity": 0.25}) == 4
+    assert weight_of({"source": ROUTED, "propensity": 1e-6}) == 20
