@@ -1,4 +1,4 @@
-"""Test-time scaling strategies by name: cot, majority, adaptive, best_of_n, beam_search, dvts.
+"""Test-time scaling strategies by name: cot, majority, best_of_n, beam_search, dvts, adaptive.
 
 Adding a strategy is one new file (a ``Strategy`` subclass with its traits) plus a
 ``register_strategy`` call; every other layer reads the traits from the registry.
@@ -53,7 +53,7 @@ def get_strategy(name: str) -> Strategy:
         ) from None
 
 
-for _builtin in (CoT, Majority, AdaptiveConsistency, BestOfN, BeamSearch, DVTS):
+for _builtin in (CoT, Majority, BestOfN, BeamSearch, DVTS, AdaptiveConsistency):
     register_strategy(_builtin)
 
 __all__ = [
