@@ -26,6 +26,15 @@ DEFAULT_PROMPT_TEMPLATE = (
     "Solve the following math problem step by step. Separate steps with a blank line and "
     "put the final answer in \\boxed{{}}.\n\nProblem: {question}\n\nSolution:\n"
 )
+DEFAULT_USER_TEMPLATE = (
+    "Solve the following math problem step by step. Separate steps with a blank line and "
+    "put the final answer in \\boxed{{}}.\n\nProblem: {question}"
+)
+
+PolicyAPI = Literal["completions", "chat"]
+# Whose response shape to read step ends from; "auto" reads whichever field is present.
+Dialect = Literal["auto", "vllm", "sglang", "llamacpp", "openai"]
+ChatRole = Literal["system", "user", "assistant"]
 
 
 def api_key(role: str, name: str, env: str | None) -> str:
@@ -42,7 +51,12 @@ def api_key(role: str, name: str, env: str | None) -> str:
 
 
 class PolicySpec(BaseModel):
-    """An OpenAI-compatible completions endpoint serving one policy model."""
+    """An OpenAI-compatible endpoint serving one policy model, over completions or chat.
+
+    ``api = "chat"`` builds messages from ``system_prompt``, ``chat_history`` (earlier turns,
+    e.g. worked examples) and ``user_template``; a partial solution is continued only with
+    ``chat_prefill`` (the server continues a trailing assistant message).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -60,8 +74,36 @@ class PolicySpec(BaseModel):
     stop: tuple[str, ...] = Field(default=(), description="extra stop sequences, e.g. EOS text")
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     supports_n: bool = True
+    max_n: int | None = Field(
+        default=None, ge=1, description="most choices one request may ask for (None: any)"
+    )
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
+    api: PolicyAPI = "completions"
+    dialect: Dialect = "auto"
+    chat_prefill: bool = Field(
+        default=False,
+        description="the chat server continues a trailing assistant message (vLLM: "
+        "continue_final_message)",
+    )
+    system_prompt: str | None = None
+    chat_history: tuple[tuple[ChatRole, str], ...] = ()
+    user_template: str = DEFAULT_USER_TEMPLATE
+
+    @model_validator(mode="after")
+    def _chat_fields(self) -> PolicySpec:
+        if self.chat_prefill and self.api != "chat":
+            raise ValueError(f"policy {self.name!r}: chat_prefill needs api = 'chat'")
+        return self
+
+    @property
+    def can_continue(self) -> bool:
+        """Whether the endpoint can continue a partial solution (step-wise search).
+
+        Completions always can; chat only with ``chat_prefill``. A policy that cannot offers
+        only whole-solution strategies (CoT, majority, Best-of-N).
+        """
+        return self.api == "completions" or self.chat_prefill
 
     def api_key(self) -> str:
         return api_key("policy", self.name, self.api_key_env)

@@ -25,7 +25,7 @@ from ratts.endpoints.arithmetic import ArithmeticPRM
 from ratts.endpoints.factory import build_policy
 from ratts.endpoints.policy import PolicyClient
 from ratts.local import ServeError, prepare, start_server
-from ratts.local.prompts import chat_messages, render_chatml
+from ratts.local.prompts import chat_messages, escape, render_chatml
 from ratts.local.serve import _group_alive, free_port, process_alive, read_record
 from ratts.settings import PolicySpec, PRMSpec, load_settings
 from ratts.strategies import get_strategy
@@ -221,6 +221,79 @@ async def test_beam_search_4_2_goes_step_by_step(served: Served, policy: PolicyC
         assert moved["vllm:request_params_n_sum"] >= 4
         for c in o.candidates:
             assert all(sep not in s for s in c.steps for sep in [policy.separator])
+    assert max(len(c.steps) for o in outcomes for c in o.candidates) >= 2
+    assert sum(o.answer is not None for o in outcomes) >= 3
+
+
+def chat_spec(served: Served) -> PolicySpec:
+    """The served model over ``/v1/chat/completions``: the same turns as its completions
+    prompt (system, a worked example, the question), continued with assistant prefill."""
+    sep = served.spec.step_separator
+    turns = chat_messages(QUESTION_MARK, sep)
+    user = turns[-1][1]
+    return served.spec.model_copy(
+        update={
+            "name": f"{MODEL}-chat",
+            "api": "chat",
+            "chat_prefill": True,
+            "system_prompt": turns[0][1],
+            "chat_history": tuple(turns[1:-1]),
+            "user_template": escape(user).replace(QUESTION_MARK, "{question}"),
+        }
+    )
+
+
+QUESTION_MARK = "\x00Q\x00"
+
+
+@pytest.fixture
+async def chat_policy(served: Served) -> AsyncIterator[PolicyClient]:
+    client = build_policy(chat_spec(served))
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def test_whole_solution_strategies_over_chat(
+    served: Served, chat_policy: PolicyClient
+) -> None:
+    """CoT, majority and Best-of-N through ``api = "chat"``: one chat request each, n in it."""
+    for name, params in (
+        ("cot", PARAMS.model_copy(update={"n": 1})),
+        ("majority", PARAMS),
+        ("best_of_n", PARAMS),
+    ):
+        before = metrics(served)
+        outcomes = await run_all(name, chat_policy, params)
+        moved = delta(before, metrics(served))
+        check_usage(outcomes, served.spec.params)
+        assert all(o.usage.policy_requests == 1 for o in outcomes), name
+        assert all(len(o.candidates) == params.n for o in outcomes), name
+        assert moved["vllm:request_params_n_count"] == len(PROBLEMS), name
+        assert moved["vllm:request_params_n_sum"] == params.n * len(PROBLEMS), name
+        assert moved["vllm:generation_tokens_total"] == sum(
+            o.usage.policy_completion_tokens for o in outcomes
+        ), name
+        assert sum(o.answer is not None for o in outcomes) >= 4, name
+
+
+async def test_beam_search_over_chat_with_prefill_goes_step_by_step(
+    served: Served, chat_policy: PolicyClient
+) -> None:
+    before = metrics(served)
+    outcomes = await run_all("beam_search", chat_policy, PARAMS)
+    moved = delta(before, metrics(served))
+    check_usage(outcomes, served.spec.params)
+    requests = sum(o.usage.policy_requests for o in outcomes)
+    assert moved["vllm:request_params_n_count"] == requests
+    assert moved["vllm:generation_tokens_total"] == sum(
+        o.usage.policy_completion_tokens for o in outcomes
+    )
+    assert requests > len(PROBLEMS)  # more than one policy round per problem
+    for o in outcomes:
+        for c in o.candidates:
+            assert all(chat_policy.separator not in s for s in c.steps)
     assert max(len(c.steps) for o in outcomes for c in o.candidates) >= 2
     assert sum(o.answer is not None for o in outcomes) >= 3
 

@@ -62,6 +62,8 @@ def _print(result: SolveResult, explain: bool, console: Console) -> None:
         console.print(f"[bold]run:[/bold]    {state} (config {result.run_key.config_key})")
     if not explain:
         return
+    if result.explanation:
+        console.print(f"[bold]why:[/bold]    {result.explanation}", highlight=False)
     if not result.why:
         console.print("no router ranking: the strategy was forced")
         return

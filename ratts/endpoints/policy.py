@@ -1,49 +1,48 @@
 """The Policy protocol, and PolicyClient: step-wise and whole-solution sampling over
-OpenAI-compatible completions.
+OpenAI-compatible completions or chat.
 
-Strategies depend only on the public shape here (Choice, CompletionResult, Policy).
-The openai SDK's own retries are off; ``EndpointPool`` does bounded retries with backoff and
-maps failures to ``ratts.errors`` types. Response bodies are parsed here (not by the SDK's
-models) so vLLM's extra fields (``stop_reason``) and malformed bodies are handled explicitly.
+Strategies depend only on the public shape here (Choice, CompletionResult, Policy) and
+build prompts as ``policy.prompt(question) + steps``. The openai SDK's own retries are off;
+``EndpointPool`` does bounded retries with backoff and maps failures to ``ratts.errors``
+types. Response bodies are parsed in ``ratts.endpoints.responses`` (not by the SDK's models),
+which reads each server dialect's step-end signal.
+
+Over chat, prompts become messages in ``ratts.endpoints.chat``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict, Unpack, runtime_checkable
 
 import openai
 
+from ratts.endpoints.chat import CHAT_SPLIT, chat_body, chat_prompt
 from ratts.endpoints.closing import AsyncClosing
 from ratts.endpoints.pool import EndpointPool, MalformedResponse, RetryPolicy, gather_all
+from ratts.endpoints.responses import Choice, ParsedCompletion, StopReading, parse_completion
 from ratts.endpoints.usage import Usage, sum_usage
-from ratts.errors import InputError
+from ratts.errors import BadResponseError, InputError
 from ratts.settings import PolicySpec
 
 log = logging.getLogger(__name__)
 
+# Extra requests for choices a server left out, before that is an error.
+TOP_UP_ROUNDS = 3
 
-@dataclass(frozen=True, slots=True)
-class Choice:
-    """One sampled continuation.
-
-    ``stop_reason`` follows vLLM: the stop string that ended the text, or None when the
-    model emitted EOS (or the server does not say; a stop *token id* also maps to None).
-    ``finish_reason`` is "stop" or "length". ``logprobs`` holds, per generated token, the
-    server's top alternatives (token -> log probability) when ``logprobs`` was requested.
-    """
-
-    text: str
-    finish_reason: str
-    stop_reason: str | None = None
-    logprobs: tuple[Mapping[str, float], ...] | None = field(default=None, compare=False)
-
-    @property
-    def hit_eos(self) -> bool:
-        return self.finish_reason == "stop" and self.stop_reason is None
+__all__ = [
+    "CHAT_SPLIT",
+    "Choice",
+    "CompletionResult",
+    "ParsedCompletion",
+    "Policy",
+    "PolicyClient",
+    "merge_stops",
+    "parse_completion",
+]
 
 
 @dataclass(slots=True)
@@ -52,89 +51,8 @@ class CompletionResult:
     usage: Usage
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedCompletion:
-    """One HTTP response, parsed: its choices and the server's token counts (if given)."""
-
-    choices: list[Choice]
-    prompt_tokens: int | None
-    completion_tokens: int | None
-
-
 class _NRejected(Exception):
-    """The server answered 400 to a request with ``n`` > 1."""
-
-
-def _parse_logprobs(raw: object) -> tuple[Mapping[str, float], ...] | None:
-    if not isinstance(raw, dict):
-        return None
-    top = raw.get("top_logprobs")
-    if not isinstance(top, list):
-        return None
-    out: list[Mapping[str, float]] = []
-    for entry in top:
-        if not isinstance(entry, dict):
-            out.append({})
-            continue
-        out.append(
-            {
-                str(tok): float(lp)
-                for tok, lp in entry.items()
-                if isinstance(lp, int | float) and not isinstance(lp, bool)
-            }
-        )
-    return tuple(out)
-
-
-def _count(usage: object, key: str) -> int | None:
-    if not isinstance(usage, dict):
-        return None
-    value = usage.get(key)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
-
-
-def parse_completion(body: object, n: int) -> ParsedCompletion:
-    """Parse a ``/v1/completions`` body that should hold ``n`` choices.
-
-    Raises MalformedResponse (not retryable) when the shape is wrong.
-    """
-    if not isinstance(body, dict):
-        raise MalformedResponse(f"expected a JSON object, got {type(body).__name__}")
-    raw_choices = body.get("choices")
-    if not isinstance(raw_choices, list):
-        raise MalformedResponse("no 'choices' list in the completion response")
-    if len(raw_choices) != n:
-        raise MalformedResponse(f"asked for {n} choices, got {len(raw_choices)}")
-    indexed: list[tuple[int, Choice]] = []
-    for position, item in enumerate(raw_choices):
-        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
-            raise MalformedResponse(f"choice {position} has no text")
-        index = item.get("index", position)
-        if not isinstance(index, int):
-            raise MalformedResponse(f"choice {position} has a non-integer index")
-        finish = item.get("finish_reason")
-        stop_reason = item.get("stop_reason")
-        indexed.append(
-            (
-                index,
-                Choice(
-                    text=item["text"],
-                    finish_reason=finish if isinstance(finish, str) else "stop",
-                    # vLLM: a stop string, a stop token id (int, treated like EOS), or null.
-                    stop_reason=stop_reason if isinstance(stop_reason, str) else None,
-                    logprobs=_parse_logprobs(item.get("logprobs")),
-                ),
-            )
-        )
-    indexed.sort(key=lambda pair: pair[0])
-    usage = body.get("usage")
-    return ParsedCompletion(
-        choices=[choice for _, choice in indexed],
-        prompt_tokens=_count(usage, "prompt_tokens"),
-        completion_tokens=_count(usage, "completion_tokens"),
-    )
+    """The server answered 400 to a request with ``n`` > 1 (or a list of prompts)."""
 
 
 def _estimate_tokens(text: str) -> int:
@@ -150,6 +68,11 @@ def merge_stops(*groups: list[str] | tuple[str, ...] | None) -> list[str]:
             if stop:
                 seen.setdefault(stop, None)
     return list(seen)
+
+
+def _chunks(n: int, per: int) -> list[int]:
+    """``n`` split into requests of at most ``per`` choices."""
+    return [per] * (n // per) + ([n % per] if n % per else [])
 
 
 class SamplingOptions(TypedDict, total=False):
@@ -217,8 +140,11 @@ class Policy(Protocol):
 class PolicyClient(AsyncClosing):
     """Talks to one policy endpoint described by a PolicySpec.
 
-    - ``complete`` sends ONE request with ``n`` choices where ``spec.supports_n`` (falls back
-      to n concurrent requests if the server rejects ``n`` > 1 or the spec says so);
+    - ``complete`` asks for ``n`` choices in one request where ``spec.supports_n`` (at most
+      ``spec.max_n`` per request; falls back to n concurrent requests if the server rejects
+      ``n`` > 1), and tops up when a server returns fewer choices than asked;
+    - ``spec.api``: ``/completions`` with a text prompt, or ``/chat/completions`` with
+      messages from the spec's templates (a partial solution only with ``chat_prefill``);
     - bounded concurrency per endpoint (``spec.max_concurrency``; one slot per HTTP request,
       however many choices it asks for);
     - bounded retries with exponential backoff on 429, 5xx, timeouts and connection errors;
@@ -242,17 +168,10 @@ class PolicyClient(AsyncClosing):
             max_retries=0,
             timeout=spec.timeout_s,
         )
-        self._pool = EndpointPool(
-            role=role,
-            name=spec.name,
-            url=spec.base_url,
-            max_concurrency=spec.max_concurrency,
-            max_retries=spec.max_retries,
-            timeout_s=spec.timeout_s,
-            retry=retry,
-        )
+        self._pool = EndpointPool.for_spec(role, spec, spec.base_url, retry)
+        self._chat = spec.api == "chat"
         self._n_supported = spec.supports_n
-        self._lists_supported = True
+        self._lists_supported = not self._chat  # the chat API takes one conversation
 
     @property
     def name(self) -> str:
@@ -267,8 +186,15 @@ class PolicyClient(AsyncClosing):
         """Whether ``n`` > 1 goes in one request (False after the server rejected it)."""
         return self._n_supported
 
+    @property
+    def can_continue(self) -> bool:
+        """Whether this policy can continue a partial solution (see PolicySpec)."""
+        return self.spec.can_continue
+
     def prompt(self, question: str) -> str:
         """The prefix-stable prompt for a question (steps are appended after it)."""
+        if self._chat:
+            return chat_prompt(self.spec, question)
         return self.spec.prompt_template.format(question=question)
 
     async def complete(
@@ -285,20 +211,103 @@ class PolicyClient(AsyncClosing):
     ) -> CompletionResult:
         """Sample ``n`` continuations of ``prompt``; choices come back in index order."""
         params = self._body(prompt, n, stop, max_tokens, temperature, top_p, logprobs)
+        replies: list[tuple[ParsedCompletion, float]] = []
+        offset = 0  # seed offset of the next request, so no two requests share a seed
+        missing = n
+        for round_ in range(TOP_UP_ROUNDS + 1):
+            if round_:
+                log.info("policy %r returned %d choices too few; asking again", self.name, missing)
+            got = await self._round(params, missing, seed, offset)
+            replies += got
+            offset += missing
+            missing -= sum(len(reply.choices) for reply, _ in got)
+            if missing <= 0:
+                break
+        else:
+            raise BadResponseError(
+                f"policy {self.name!r} returned {n - missing} of {n} choices after "
+                f"{TOP_UP_ROUNDS} top-up requests"
+            )
+        return self._result(prompt, [r for r, _ in replies], sum(s for _, s in replies))
+
+    def _body(
+        self,
+        prompt: str | list[str],
+        n: int,
+        stop: list[str] | None,
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        logprobs: int | None,
+    ) -> dict[str, Any]:
+        """The request body but ``n`` and ``seed``; bad ``n``/``max_tokens`` are InputErrors.
+        Over chat the prompt (one conversation, never a list) becomes messages."""
+        if n < 1:
+            raise InputError(f"n must be at least 1, got {n}", param="n")
+        if max_tokens < 1:
+            raise InputError(f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens")
+        params: dict[str, Any] = {
+            "model": self.spec.model,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+        }
+        if self._chat and isinstance(prompt, str):
+            params.update(chat_body(self.spec, prompt))
+        else:
+            params["prompt"] = prompt
+        stops = merge_stops(stop, self.spec.stop)
+        if stops:
+            params["stop"] = stops
+        if logprobs is not None:
+            if self._chat:
+                params["logprobs"] = True
+                params["top_logprobs"] = logprobs
+            else:
+                params["logprobs"] = logprobs
+        return params
+
+    async def _round(
+        self, params: dict[str, Any], n: int, seed: int | None, offset: int
+    ) -> list[tuple[ParsedCompletion, float]]:
+        """``n`` choices in requests of at most ``max_n`` (or one each without ``n``)."""
         if n > 1 and self._n_supported:
+            per = min(n, self.spec.max_n or n)
             try:
-                timed = await self._pool.call(lambda: self._attempt(params, n, seed, strict_n=True))
+                return await self._requests(params, _chunks(n, per), seed, offset, strict=True)
             except _NRejected:
                 log.info(
-                    "policy %r rejected n=%d with HTTP 400; sending %d requests", self.name, n, n
+                    "policy %r rejected n=%d with HTTP 400; sending %d requests", self.name, per, n
                 )
-            else:
-                return self._result(prompt, [timed.value], timed.seconds)
-            result = await self._fan_out(prompt, params, n, seed)
+            result = await self._requests(params, [1] * n, seed, offset)
             # Remembered only once single requests work: the 400 was about n, not the prompt.
             self._n_supported = False
             return result
-        return await self._fan_out(prompt, params, n, seed)
+        return await self._requests(params, [1] * n, seed, offset)
+
+    async def _requests(
+        self,
+        params: dict[str, Any],
+        sizes: list[int],
+        seed: int | None,
+        offset: int,
+        *,
+        strict: bool = False,
+    ) -> list[tuple[ParsedCompletion, float]]:
+        """One request per size, all in flight together; request k's seed is offset by the
+        choices before it (``seed + i`` for the i-th of n single-choice requests)."""
+        starts = [offset + sum(sizes[:k]) for k in range(len(sizes))]
+
+        async def one(size: int, start: int) -> tuple[ParsedCompletion, float]:
+            request_seed = None if seed is None else seed + start
+            timed = await self._pool.call(
+                lambda: self._attempt(params, size, request_seed, strict_n=strict and size > 1)
+            )
+            return timed.value, timed.seconds
+
+        return list(
+            await gather_all([one(size, start) for size, start in zip(sizes, starts, strict=True)])
+        )
 
     async def complete_many(
         self,
@@ -318,12 +327,12 @@ class PolicyClient(AsyncClosing):
         Unseeded, the prompts go in ONE request with a list ``prompt`` (vLLM and the OpenAI
         completions API accept one; vLLM schedules each prompt as its own sequence group),
         so a search step costs one HTTP round trip instead of one per beam. With seeds (one
-        per prompt) or after a server rejected a list, it is one ``complete`` call per
-        prompt, all in flight together.
+        per prompt), over chat, after a server rejected a list, or past ``max_n``, it is one
+        ``complete`` call per prompt, all in flight together. A prompt the server left short
+        is topped up on its own.
         """
         if seeds is not None and len(seeds) != len(prompts):
             raise InputError(f"got {len(seeds)} seeds for {len(prompts)} prompts", param="seeds")
-        params = self._body(list(prompts), n, stop, max_tokens, temperature, top_p, logprobs)
         sampling: SamplingOptions = {
             "n": n,
             "stop": stop,
@@ -333,13 +342,16 @@ class PolicyClient(AsyncClosing):
             "logprobs": logprobs,
         }
         seeded = seeds is not None and any(s is not None for s in seeds)
+        max_n = self.spec.max_n
         if (
             len(prompts) < 2
             or seeded
             or not self._lists_supported
             or (n > 1 and not self._n_supported)
+            or (max_n is not None and n > max_n)
         ):
             return await self._each(prompts, seeds, sampling)
+        params = self._body(list(prompts), n, stop, max_tokens, temperature, top_p, logprobs)
         count = len(prompts)
         try:
             timed = await self._pool.call(
@@ -348,40 +360,41 @@ class PolicyClient(AsyncClosing):
         except _NRejected:
             log.info("policy %r rejected a list of prompts with HTTP 400", self.name)
         else:
-            return self._result("".join(prompts), [timed.value], timed.seconds)
+            listed = self._result("".join(prompts), [timed.value], timed.seconds)
+            return await self._top_up_lists(prompts, n, timed.value, listed, sampling)
         result = await self._each(prompts, seeds, sampling)
         # Remembered only once single-prompt requests work: the 400 was about the list.
         self._lists_supported = False
         return result
 
-    def _body(
+    async def _top_up_lists(
         self,
-        prompt: str | list[str],
+        prompts: Sequence[str],
         n: int,
-        stop: list[str] | None,
-        max_tokens: int,
-        temperature: float,
-        top_p: float,
-        logprobs: int | None,
-    ) -> dict[str, Any]:
-        """The request body but ``n`` and ``seed``; bad ``n``/``max_tokens`` are InputErrors."""
-        if n < 1:
-            raise InputError(f"n must be at least 1, got {n}", param="n")
-        if max_tokens < 1:
-            raise InputError(f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens")
-        body: dict[str, Any] = {
-            "model": self.spec.model,
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-        }
-        stops = merge_stops(stop, self.spec.stop)
-        if stops:
-            body["stop"] = stops
-        if logprobs is not None:
-            body["logprobs"] = logprobs
-        return body
+        reply: ParsedCompletion,
+        listed: CompletionResult,
+        sampling: SamplingOptions,
+    ) -> CompletionResult:
+        """Fill in the choices a list request left out, per prompt, keeping prompt order."""
+        per_prompt: list[list[Choice]] = [[] for _ in prompts]
+        for index, choice in zip(reply.indices, reply.choices, strict=True):
+            if 0 <= index // n < len(prompts) and len(per_prompt[index // n]) < n:
+                per_prompt[index // n].append(choice)
+        short = [i for i, got in enumerate(per_prompt) if len(got) < n]
+        if not short:
+            return listed
+        log.info("policy %r left %d prompts of a list short; topping up", self.name, len(short))
+        requests = []
+        for i in short:
+            options: SamplingOptions = {**sampling, "n": n - len(per_prompt[i])}
+            requests.append(self.complete(prompts[i], **options))
+        extra = await gather_all(requests)
+        for i, result in zip(short, extra, strict=True):
+            per_prompt[i] += result.choices
+        return CompletionResult(
+            choices=[c for got in per_prompt for c in got],
+            usage=sum_usage([listed.usage, *(r.usage for r in extra)]),
+        )
 
     async def _each(
         self,
@@ -401,21 +414,6 @@ class PolicyClient(AsyncClosing):
             usage=sum_usage([r.usage for r in results]),
         )
 
-    async def _fan_out(
-        self, prompt: str, params: dict[str, Any], n: int, seed: int | None
-    ) -> CompletionResult:
-        """``n`` concurrent single-choice requests (seed + i for request i)."""
-
-        async def one(i: int) -> tuple[ParsedCompletion, float]:
-            request_seed = None if seed is None else seed + i
-            timed = await self._pool.call(lambda: self._attempt(params, 1, request_seed))
-            return timed.value, timed.seconds
-
-        outcomes = await gather_all([one(i) for i in range(n)])
-        return self._result(
-            prompt, [reply for reply, _ in outcomes], sum(seconds for _, seconds in outcomes)
-        )
-
     async def _attempt(
         self,
         params: dict[str, Any],
@@ -427,13 +425,15 @@ class PolicyClient(AsyncClosing):
     ) -> ParsedCompletion:
         """One HTTP request and its parse (run inside the pool's retry loop).
 
-        ``prompts`` > 1: ``params["prompt"]`` is a list and ``n * prompts`` choices come back.
+        ``prompts`` > 1: ``params["prompt"]`` is a list and ``n * prompts`` choices come back
+        (or fewer: the caller tops up).
         """
         payload: dict[str, Any] = {**params, "n": n}
         if seed is not None:
             payload["seed"] = seed
+        path = "/chat/completions" if self._chat else "/completions"
         try:
-            raw = await self._post("/completions", payload)
+            raw = await self._post(path, payload)
         except openai.BadRequestError as exc:
             if strict_n:
                 raise _NRejected(str(exc)) from exc
@@ -442,7 +442,8 @@ class PolicyClient(AsyncClosing):
             body = json.loads(raw)
         except ValueError as exc:
             raise MalformedResponse("body is not valid JSON", retryable=True) from exc
-        return parse_completion(body, n * prompts)
+        reading = StopReading(self.spec.dialect, tuple(params.get("stop") or ()))
+        return parse_completion(body, n * prompts, reading, chat=self._chat, short_ok=True)
 
     async def _post(self, path: str, payload: dict[str, Any]) -> bytes:
         """POST a JSON body to ``path`` under the base URL; the raw response body.

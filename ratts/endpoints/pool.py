@@ -32,6 +32,7 @@ from ratts.errors import (
     RequestRejectedError,
     ServerError,
 )
+from ratts.settings import PolicySpec, PRMSpec
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,25 @@ class EndpointPool:
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
         self._slots = asyncio.Semaphore(max_concurrency)
+
+    @classmethod
+    def for_spec(
+        cls,
+        role: str,
+        spec: PolicySpec | PRMSpec,
+        url: str,
+        retry: RetryPolicy | None = None,
+    ) -> EndpointPool:
+        """The pool for a configured endpoint: its name and limits come from its spec."""
+        return cls(
+            role=role,
+            name=spec.name,
+            url=url,
+            max_concurrency=spec.max_concurrency,
+            max_retries=spec.max_retries,
+            timeout_s=spec.timeout_s,
+            retry=retry,
+        )
 
     async def call(self, attempt_fn: Callable[[], Awaitable[T]]) -> Timed[T]:
         """Run ``attempt_fn`` with a slot, retrying transient failures; raise EndpointError."""

@@ -112,15 +112,7 @@ class VllmPoolingPRM(AsyncClosing):
             max_connections=spec.max_concurrency, max_keepalive_connections=spec.max_concurrency
         )
         self._http = httpx.AsyncClient(timeout=spec.timeout_s, headers=headers, limits=limits)
-        self._pool = EndpointPool(
-            role="PRM",
-            name=spec.name,
-            url=self.url,
-            max_concurrency=spec.max_concurrency,
-            max_retries=spec.max_retries,
-            timeout_s=spec.timeout_s,
-            retry=retry,
-        )
+        self._pool = EndpointPool.for_spec("PRM", spec, self.url, retry)
 
     async def score(self, question: str, candidates: Sequence[Sequence[str]]) -> PRMResult:
         """Rewards for every step of every candidate; empty candidates get no scores."""

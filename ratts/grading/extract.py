@@ -81,6 +81,14 @@ def has_boxed(text: str) -> bool:
     return _last_boxed(text) is not None
 
 
+def states_final_answer(text: str) -> bool:
+    """True when the text says its final answer outright (boxed, "The answer is", ``####``).
+
+    Unlike ``extract_answer`` it ignores a bare last number: an intermediate step has those.
+    """
+    return any(finder(text) is not None for finder in (_last_boxed, _answer_phrase, _gsm8k))
+
+
 def _clean_phrase(raw: str) -> str | None:
     """The answer part of the rest of an "answer is ..." line."""
     text = raw.strip()

@@ -245,8 +245,9 @@ def candidate_configs(
     params: StrategyParams | None = None,
 ) -> list[RunConfig]:
     """policies x PRMs x strategies x N from settings, read from each strategy's traits: a
-    fixed N (CoT: 1) replaces ``ns``, a strategy that needs no PRM runs without one, and a
-    step-wise search skips N that is not a multiple of the beam width."""
+    fixed N (CoT: 1) replaces ``ns``, a strategy that needs no PRM runs without one, a
+    step-wise search skips N that is not a multiple of the beam width, and a policy that
+    cannot continue a partial solution (chat without prefill) gets no step-wise strategy."""
     base = params or StrategyParams()
     policy_names = list(policies) if policies is not None else [p.name for p in settings.policies]
     prm_names = list(prms) if prms is not None else [p.name for p in settings.prms]
@@ -259,6 +260,8 @@ def candidate_configs(
     out: dict[str, RunConfig] = {}
     for policy, strategy in itertools.product(policy_names, strategies):
         impl = get_strategy(strategy)
+        if impl.stepwise and not settings.policy(policy).can_continue:
+            continue
         scorers: Sequence[str | None] = prm_names if impl.needs_prm else [None]
         sizes = [impl.fixed_n] if impl.fixed_n is not None else ns
         for prm, n in itertools.product(scorers, sizes):
@@ -272,6 +275,19 @@ def candidate_configs(
             )
             out.setdefault(config.key(), config)
     return list(out.values())
+
+
+def stepwise_left_out(settings: Settings, policies: Sequence[str] | None = None) -> str:
+    """One line saying which policies get no step-wise candidate and why ("" if none)."""
+    names = list(policies) if policies is not None else [p.name for p in settings.policies]
+    blocked = [name for name in names if not settings.policy(name).can_continue]
+    if not blocked:
+        return ""
+    who = ", ".join(repr(name) for name in blocked)
+    return (
+        f"no beam search or DVTS for {who}: over chat without chat_prefill a policy cannot "
+        "continue a partial solution"
+    )
 
 
 # ---------------------------------------------------------------- cost prediction

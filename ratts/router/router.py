@@ -35,6 +35,7 @@ from ratts.router.candidates import (
     CostModel,
     CostUnit,
     candidate_configs,
+    stepwise_left_out,
 )
 from ratts.router.coldstart import ColdStartRouter
 from ratts.settings import Settings
@@ -374,6 +375,7 @@ class Router:
                 f"no config fits the budget{after}: even the cheapest, "
                 f"{choice.config.label()}, is predicted over it ({over})"
             )
+        left_out = stepwise_left_out(self.settings, [policy] if policy else None)
         if choice.explored:
             reason = "exploration"
         else:
@@ -384,7 +386,9 @@ class Router:
         return Decision(
             config=choice.config,
             reason=reason,
-            explanation=choice.reason + (f"; {now.note}" if now.note else ""),
+            explanation="; ".join(
+                [choice.reason, *(note for note in (now.note, left_out) if note)]
+            ),
             why=considered(choice),
             router_version=now.version,
             predicted_accuracy=choice.predicted_accuracy,

@@ -1,4 +1,5 @@
-"""The simulator's HTTP face: OpenAI ``/v1/completions``, vLLM ``/pooling``, stats and faults.
+"""The simulator's HTTP face: OpenAI ``/v1/completions`` and ``/v1/chat/completions`` in the
+configured server dialect (``ratts.sim.dialects``), vLLM ``/pooling``, stats and faults.
 
 Numbers it serves are simulated; they exist to test and benchmark ratts, not to measure models.
 
@@ -8,6 +9,8 @@ Behaviour worth knowing when writing clients against it:
   empty text: append the separator after each step;
 - stop strings are searched in the generated text only and excluded from it; ``stop_reason``
   is the matched string, None at EOS (after the ``\boxed{}`` step) or on ``length``;
+- a chat request is read as the question of its last user turn plus, where the dialect
+  continues it, the trailing assistant message as the solution so far;
 - ``logprobs`` is accepted and answered with null; ``top_p`` is accepted and ignored;
 - without a request ``seed`` each repeat of the same (model, prompt) draws fresh samples, in a
   series fixed by the server seed (``POST /sim/reset`` rewinds it).
@@ -16,21 +19,24 @@ Behaviour worth knowing when writing clients against it:
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 import uuid
-from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from ratts.sim import world
+from ratts.sim import dialects, prm_input, world
 from ratts.sim.config import FaultKind, SimConfig
+from ratts.sim.state import Interval, SimState, bump
+from ratts.sim.wire import (
+    SAMPLING_FIELDS,
+    ChatRequest,
+    CompletionRequest,
+    PoolingRequest,
+)
 
-MAX_INTERVALS = 10_000
 _M = TypeVar("_M", bound=BaseModel)
 DEFAULT_MAX_TOKENS = 4096
 
@@ -47,168 +53,6 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
         {"error": {"message": message, "type": kind, "param": None, "code": status}},
         status_code=status,
     )
-
-
-class CompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    prompt: str | list[str]
-    n: int = Field(default=1, ge=1)
-    stop: str | list[str] | None = None
-    max_tokens: int | None = Field(default=None, ge=0)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    seed: int | None = None
-    logprobs: int | None = Field(default=None, ge=0)
-    stream: bool = False
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: str
-    content: str
-
-
-class PoolingRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    input: str | list[str] | None = None
-    messages: list[ChatMessage] | None = None
-
-
-@dataclass(slots=True)
-class Interval:
-    start: float
-    end: float
-    endpoint: str
-    model: str
-    n: int
-    status: int
-    choices: int = 0  # sequences asked for: n x prompts (completions), inputs (pooling)
-
-
-@dataclass
-class SimStats:
-    """Counters exposed at ``GET /sim/stats``; ``POST /sim/reset`` zeroes them (and rewinds
-    the per-prompt sample counters and the fault RNG)."""
-
-    requests: dict[str, int] = field(default_factory=dict)
-    requests_by_model: dict[str, int] = field(default_factory=dict)
-    responses_by_status: dict[str, int] = field(default_factory=dict)
-    faults: dict[str, int] = field(default_factory=dict)
-    choices: int = 0
-    prompts: int = 0  # sequence groups: one per prompt of a request (vLLM's unit of work)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    prm_inputs: int = 0
-    prm_tokens: int = 0
-    in_flight: int = 0
-    max_in_flight: int = 0
-    busy_slot_seconds: float = 0.0
-    intervals: deque[Interval] = field(default_factory=lambda: deque(maxlen=MAX_INTERVALS))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "simulated": True,
-            "requests": dict(self.requests),
-            "requests_by_model": dict(self.requests_by_model),
-            "responses_by_status": dict(self.responses_by_status),
-            "faults": dict(self.faults),
-            "choices": self.choices,
-            "prompts": self.prompts,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "prm_inputs": self.prm_inputs,
-            "prm_tokens": self.prm_tokens,
-            "in_flight": self.in_flight,
-            "max_in_flight": self.max_in_flight,
-            "busy_slot_seconds": self.busy_slot_seconds,
-            "intervals": [
-                {
-                    "start": i.start,
-                    "end": i.end,
-                    "endpoint": i.endpoint,
-                    "model": i.model,
-                    "n": i.n,
-                    "choices": i.choices,
-                    "status": i.status,
-                }
-                for i in self.intervals
-            ],
-        }
-
-
-def _bump(counter: dict[str, int], key: str, by: int = 1) -> None:
-    counter[key] = counter.get(key, 0) + by
-
-
-class SimState:
-    """Everything mutable in one app: counters, the fault RNG, slot semaphores."""
-
-    def __init__(self, config: SimConfig) -> None:
-        self.config = config
-        self.stats = SimStats()
-        self._fault_rng = random.Random(world.stable_hash(config.seed, "faults"))
-        self._fault_pos = 0
-        self._prompt_counts: dict[int, int] = {}
-        self._policy_slots: asyncio.Semaphore | None = None
-        self._prm_slots: asyncio.Semaphore | None = None
-
-    def reset(self) -> None:
-        """Zero the counters and rewind the randomness, as if the server had just started."""
-        in_flight = self.stats.in_flight
-        self.stats = SimStats(in_flight=in_flight, max_in_flight=in_flight)
-        self._fault_rng = random.Random(world.stable_hash(self.config.seed, "faults"))
-        self._fault_pos = 0
-        self._prompt_counts.clear()
-
-    def next_fault(self) -> FaultKind:
-        f = self.config.faults
-        if self._fault_pos < len(f.sequence):
-            self._fault_pos += 1
-            return f.sequence[self._fault_pos - 1]
-        u = self._fault_rng.random()
-        for kind, rate in (
-            ("500", f.error_500),
-            ("429", f.error_429),
-            ("timeout", f.timeout),
-            ("malformed", f.malformed),
-        ):
-            if u < rate:
-                return kind  # type: ignore[return-value]
-            u -= rate
-        return "ok"
-
-    def sample_key(self, model: str, prompt: str, seed: int | None) -> tuple[object, ...]:
-        """Randomness key for a prompt: the request seed, or a per-prompt request counter."""
-        if seed is not None:
-            return ("seed", seed)
-        h = world.stable_hash(model, prompt)
-        count = self._prompt_counts.get(h, 0)
-        if len(self._prompt_counts) > 500_000:
-            self._prompt_counts.clear()
-        self._prompt_counts[h] = count + 1
-        return ("count", count)
-
-    async def occupy(self, kind: Literal["policy", "prm"], seconds: float) -> None:
-        """Hold one batch slot for ``seconds`` (no slot, no sleep when the model is instant)."""
-        if seconds <= 0:
-            return
-        cap = self.config.capacity
-        if kind == "policy":
-            if self._policy_slots is None:
-                self._policy_slots = asyncio.Semaphore(cap.slots)
-            sem = self._policy_slots
-        else:
-            if self._prm_slots is None:
-                self._prm_slots = asyncio.Semaphore(cap.prm_slots)
-            sem = self._prm_slots
-        async with sem:
-            await asyncio.sleep(seconds)
-            self.stats.busy_slot_seconds += seconds
 
 
 def _seconds(tokens: int, tps: float) -> float:
@@ -288,7 +132,7 @@ async def _faulted(state: SimState, kind: FaultKind) -> Response | None:
     """Apply an injected fault: a response to send instead, or None to go on."""
     if kind == "ok":
         return None
-    _bump(state.stats.faults, kind)
+    bump(state.stats.faults, kind)
     if kind == "500":
         return _error(500, "simulated internal server error", "InternalServerError")
     if kind == "429":
@@ -330,7 +174,7 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
 
     async def tracked(endpoint: str, request: Request, handler: Any) -> Response:
         stats = state.stats
-        _bump(stats.requests, endpoint)
+        bump(stats.requests, endpoint)
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
         start = time.time()
@@ -351,68 +195,148 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
                     if endpoint == "pooling":
                         inputs = body.get("input")
                         n = asked = len(inputs) if isinstance(inputs, list) else 1
-                _bump(stats.requests_by_model, model)
+                bump(stats.requests_by_model, model)
                 resp = await handler(body)
         except _BadRequest as exc:
             resp = _error(exc.status, str(exc), exc.kind)
         finally:
             state.stats.in_flight -= 1
-        _bump(state.stats.responses_by_status, str(resp.status_code))
+        bump(state.stats.responses_by_status, str(resp.status_code))
         state.stats.intervals.append(
             Interval(start, time.time(), endpoint, model, n, resp.status_code, asked)
         )
         return resp
 
-    async def completions(body: object) -> Response:
-        req = _parse(CompletionRequest, body)
+    def check(req: CompletionRequest) -> None:
         if req.model not in cfg.policies:
             raise _BadRequest(404, f"The model `{req.model}` does not exist.", "NotFoundError")
         if req.stream:
             raise _BadRequest(400, "streaming is not supported by the simulator", "BadRequestError")
+        refused = dialects.refusal(cfg.dialect, n=req.n)
+        if refused:
+            raise _BadRequest(400, refused, "BadRequestError")
         if req.n > 1 and not cfg.supports_n:
             raise _BadRequest(400, "n > 1 is not supported by this server", "BadRequestError")
         if req.n > cfg.max_n:
             raise _BadRequest(400, f"n must be at most {cfg.max_n}", "BadRequestError")
-        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
-        if not prompts:
-            raise _BadRequest(400, "prompt must not be empty", "BadRequestError")
+
+    async def generate(
+        req: CompletionRequest, prompts: list[str]
+    ) -> tuple[list[list[tuple[dict[str, Any], int]]], list[int]]:
+        """``n`` samples per prompt (less ``faults.drop_choices`` off the end of a reply with
+        several), batch slots held, counters updated; (samples per prompt, prompt tokens)."""
         cap = cfg.capacity
-        choices: list[dict[str, Any]] = []
+        groups: list[list[tuple[dict[str, Any], int]]] = []
         holds: list[float] = []
-        prompt_tokens = completion_tokens = 0
-        for pi, prompt in enumerate(prompts):
+        prompt_tokens: list[int] = []
+        for prompt in prompts:
             p_tokens = world.count_tokens(prompt)
-            prompt_tokens += p_tokens
+            prompt_tokens.append(p_tokens)
             key = state.sample_key(req.model, prompt, req.seed)
+            group = []
             for j in range(req.n):
                 choice, c_tokens = _choice(state, req.model, prompt, key, j, req)
-                choice["index"] = pi * req.n + j
-                choices.append(choice)
-                completion_tokens += c_tokens
+                group.append((choice, c_tokens))
                 prefill = _seconds(p_tokens, cap.prefill_tps) if j == 0 else 0.0
                 holds.append(prefill + _seconds(c_tokens, cap.decode_tps))
+            groups.append(group)
+        total = len(prompts) * req.n
+        for _ in range(min(cfg.faults.drop_choices, total - 1)):
+            last = max(i for i, g in enumerate(groups) if g)
+            groups[last].pop()
         if cap.base_latency_s > 0:
             await asyncio.sleep(cap.base_latency_s)
         await asyncio.gather(*(state.occupy("policy", s) for s in holds))
         stats = state.stats
-        stats.choices += len(choices)
+        stats.choices += sum(len(g) for g in groups)
         stats.prompts += len(prompts)
-        stats.prompt_tokens += prompt_tokens
-        stats.completion_tokens += completion_tokens
+        stats.prompt_tokens += sum(prompt_tokens)
+        stats.completion_tokens += sum(t for g in groups for _, t in g)
+        return groups, prompt_tokens
+
+    def reply(
+        kind: str, model: str, choices: list[dict[str, Any]], prompt_tokens: int, tokens: int
+    ) -> dict[str, Any]:
+        return {
+            "id": f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex}",
+            "object": kind,
+            "created": int(time.time()),
+            "model": model,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": tokens,
+                "total_tokens": prompt_tokens + tokens,
+            },
+        }
+
+    async def completions(body: object) -> Response:
+        req = _parse(CompletionRequest, body)
+        if cfg.chat_only:
+            raise _BadRequest(404, dialects.CHAT_ONLY_MESSAGE, "NotFoundError")
+        check(req)
+        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+        if not prompts:
+            raise _BadRequest(400, "prompt must not be empty", "BadRequestError")
+        groups, prompt_tokens = await generate(req, prompts)
+        d = cfg.dialect
+
+        def shaped(pi: int, j: int, choice: dict[str, Any]) -> dict[str, Any]:
+            text, finish, stop = choice["text"], choice["finish_reason"], choice["stop_reason"]
+            return dialects.completion_choice(d, j, text, finish, stop)
+
+        if dialects.per_prompt_bodies(d, len(prompts)):
+            return JSONResponse(
+                [
+                    reply(
+                        "text_completion",
+                        req.model,
+                        [shaped(pi, pi, c) for c, _ in group],
+                        prompt_tokens[pi],
+                        sum(t for _, t in group),
+                    )
+                    for pi, group in enumerate(groups)
+                ]
+            )
+        choices = [
+            shaped(pi, pi * req.n + j, c)
+            for pi, group in enumerate(groups)
+            for j, (c, _) in enumerate(group)
+        ]
+        tokens = sum(t for g in groups for _, t in g)
         return JSONResponse(
-            {
-                "id": f"cmpl-{uuid.uuid4().hex}",
-                "object": "text_completion",
-                "created": int(time.time()),
-                "model": req.model,
-                "choices": choices,
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
-            }
+            reply("text_completion", req.model, choices, sum(prompt_tokens), tokens)
         )
+
+    async def chat(body: object) -> Response:
+        req = _parse(ChatRequest, body)
+        d = cfg.dialect
+        if d in ("vllm", "sglang") and req.continue_final_message and req.add_generation_prompt:
+            raise _BadRequest(
+                400,
+                "Cannot set both `add_generation_prompt` and `continue_final_message` to True.",
+                "BadRequestError",
+            )
+        users = [m for m in req.messages if m.role == "user"]
+        if not users:
+            raise _BadRequest(400, "messages need a user turn", "BadRequestError")
+        last = req.messages[-1]
+        prior = ""
+        if last.role == "assistant" and dialects.continues(d, req.continue_final_message):
+            prior = last.content
+        # the world reads a completions-style prompt: question, then the solution so far
+        question = world.extract_question(users[-1].content)
+        prompt = f"Problem: {question}\n\nSolution:\n{prior}"
+        sampling = req.model_dump(include=set(SAMPLING_FIELDS))
+        creq = CompletionRequest(prompt=prompt, **sampling)
+        check(creq)
+        groups, prompt_tokens = await generate(creq, [prompt])
+        choices = [
+            dialects.chat_choice(d, j, c["text"], c["finish_reason"], c["stop_reason"])
+            for j, (c, _) in enumerate(groups[0])
+        ]
+        tokens = sum(t for _, t in groups[0])
+        return JSONResponse(reply("chat.completion", req.model, choices, prompt_tokens[0], tokens))
 
     async def pooling(body: object) -> Response:
         req = _parse(PoolingRequest, body)
@@ -423,13 +347,16 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         if req.messages is not None:
             if req.input is not None:
                 raise _BadRequest(400, "give either input or messages", "BadRequestError")
-            items.append(_from_messages(req.messages))
+            try:
+                items.append(prm_input.from_messages(req.messages))
+            except prm_input.BadInput as exc:
+                raise _BadRequest(400, str(exc), "BadRequestError") from None
         elif req.input is None:
             raise _BadRequest(400, "input is required", "BadRequestError")
         else:
             texts = [req.input] if isinstance(req.input, str) else req.input
             for text in texts:
-                question, steps = _split_pooling_input(text)
+                question, steps = prm_input.split_pooling_input(text)
                 items.append((question, steps, world.count_tokens(text)))
         data: list[dict[str, Any]] = []
         total = 0
@@ -468,6 +395,10 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
     async def v1_completions(request: Request) -> Response:
         return await tracked("completions", request, completions)
 
+    @app.post("/v1/chat/completions")
+    async def v1_chat(request: Request) -> Response:
+        return await tracked("chat", request, chat)
+
     @app.post("/pooling")
     async def v1_pooling(request: Request) -> Response:
         return await tracked("pooling", request, pooling)
@@ -498,48 +429,3 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         return {"status": "reset"}
 
     return app
-
-
-def _from_messages(messages: list[ChatMessage]) -> tuple[str, list[str], int]:
-    """A chat for the PRM: the user turn is the question, the assistant turn the solution."""
-    users = [m.content for m in messages if m.role == "user"]
-    answers = [m.content for m in messages if m.role == "assistant"]
-    if not users or not answers:
-        raise _BadRequest(400, "messages need a user and an assistant turn", "BadRequestError")
-    question = world.extract_question(users[-1])
-    steps = _marked_steps(answers[-1])
-    tokens = sum(world.count_tokens(m.content) for m in messages)
-    return question, steps, tokens
-
-
-def _marked_steps(solution: str) -> list[str]:
-    """Steps are the chunks before each ``<extra_0>`` marker."""
-    return [s.strip() for s in solution.split(STEP_TOKEN)[:-1]]
-
-
-STEP_TOKEN = "<extra_0>"
-
-
-def _split_pooling_input(text: str) -> tuple[str, list[str]]:
-    """(question, steps) of one Qwen2.5-Math-PRM style input string."""
-    chunks = text.split(STEP_TOKEN)
-    if len(chunks) < 2:
-        return world.extract_question(text), []
-    head = chunks[0]
-    assistant = head.rfind("<|im_start|>assistant\n")
-    if assistant >= 0:
-        prefix, first = head[:assistant], head[assistant + len("<|im_start|>assistant\n") :]
-    else:
-        q_start = max(head.rfind("Problem: "), 0)
-        mark = world.STEP_MARK.search(head, q_start)
-        answer = head.find("The final answer is", q_start)
-        cuts = [c for c in (mark.start() if mark else -1, answer) if c >= 0]
-        if cuts:
-            prefix, first = head[: min(cuts)], head[min(cuts) :]
-        elif "\n\n" in head.rstrip():
-            cut = head.rstrip().rfind("\n\n")
-            prefix, first = head[:cut], head[cut:]
-        else:
-            prefix, first = head, ""
-    steps = [first.strip(), *(c.strip() for c in chunks[1:-1])]
-    return world.extract_question(prefix), steps

@@ -5,6 +5,8 @@ Example (any section may be left out; ``[policies]``/``[prms]`` replace the defa
 
     seed = 0
     supports_n = true
+    dialect = "vllm"  # or "sglang", "llamacpp", "openai"
+    chat_only = false
     [policies.sim-weak]
     skill = 0.35
     terse_errors = 0.0
@@ -30,6 +32,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ratts.errors import ConfigError
+from ratts.sim.dialects import SimDialect
 
 FaultKind = Literal["ok", "500", "429", "timeout", "malformed"]
 
@@ -95,6 +98,11 @@ class Faults(BaseModel):
     timeout: float = Field(default=0.0, ge=0.0, le=1.0)
     malformed: float = Field(default=0.0, ge=0.0, le=1.0)
     timeout_s: float = Field(default=30.0, ge=0.0, description="sleep before a 'timeout' reply")
+    drop_choices: int = Field(
+        default=0,
+        ge=0,
+        description="choices left out of each reply with several (at most all but one)",
+    )
     sequence: tuple[FaultKind, ...] = ()
 
 
@@ -123,6 +131,10 @@ class SimConfig(BaseModel):
     prms: dict[str, SimPRM] = Field(default_factory=_default_prms)
     supports_n: bool = True
     max_n: int = Field(default=1024, ge=1)
+    dialect: SimDialect = Field(
+        default="vllm", description="whose response shape to mimic (see ratts.sim.dialects)"
+    )
+    chat_only: bool = Field(default=False, description="/v1/completions answers 404 (hosted)")
     capacity: Capacity = Capacity()
     faults: Faults = Faults()
 

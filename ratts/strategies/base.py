@@ -72,6 +72,11 @@ class Strategy(ABC):
         self.validate(params)
         if self.needs_prm:
             require_prm(self.name, prm)
+        if self.stepwise and not policy.spec.can_continue:
+            raise InvalidParamsError(
+                f"{self.name} continues partial solutions, which policy {policy.name!r} cannot "
+                "(api = chat without chat_prefill); use cot, majority or best_of_n"
+            )
         check_problem(problem)
         return await self._run(RunLedger(self.name, params), problem, policy, prm)
 
