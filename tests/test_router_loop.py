@@ -4,6 +4,7 @@ start's probe answer, adaptive consistency, and artifacts this deployment cannot
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
@@ -230,3 +231,33 @@ def test_routed_rows_are_reweighted_by_inverse_propensity() -> None:
     assert weight_of({"source": SWEEP, "propensity": 0.1}) == 1
     assert weight_of({"source": ROUTED, "propensity": 0.25}) == 4
     assert weight_of({"source": ROUTED, "propensity": 1e-6}) == 20
+
+
+async def test_metadata_features_only_when_the_caller_gives_them(
+    sim_settings: Settings, sim: SimServer
+) -> None:
+    problem = Problem(
+        id="m1",
+        question="Puzzle 9: follow the hidden chain; give the value.",
+        meta={"level": 5, "subject": "Algebra", "dataset": "MATH"},
+    )
+    async with Orchestrator(sim_settings, log_runs=False) as orch:
+        bare = await orch.solve(problem, budget=Budget(n=4))
+        given = await orch.solve(problem, budget=Budget(n=4), meta={"level": 2, "subject": "Alg"})
+    assert bare.features["text_subject"] == "none"
+    level = bare.features["text_level"]
+    assert level is None or math.isnan(level)  # unknown (NaN, logged as null)
+    assert given.features["text_level"] == 2.0 and given.features["text_subject"] == "alg"
+
+
+def test_training_leaves_metadata_features_out_by_default() -> None:
+    records = synthetic_log(40)
+    for rec in records:
+        rec["meta"] = {"level": 3, "subject": "leak"}
+    runs = [r for r in records if r["strategy"] != "probe"]
+    from ratts.router.train import with_features
+
+    plain = with_features(runs, [], None)
+    assert all(r["features"]["text_subject"] == "none" for r in plain)
+    kept = with_features(runs, [], None, use_meta=True)
+    assert all(r["features"]["text_subject"] == "leak" for r in kept)

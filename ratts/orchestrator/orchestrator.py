@@ -22,7 +22,8 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Literal, overload
 
 from ratts.endpoints.policy import Policy, PolicyClient
@@ -174,6 +175,7 @@ class Orchestrator:
         timeout: float | None = None,
         on_event: EventSink | None = None,
         dataset: str | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> SolveResult:
         """Answer one question.
 
@@ -187,7 +189,9 @@ class Orchestrator:
         ``partial=True`` instead of nothing. ``on_event`` gets each ProgressEvent as it
         happens (called synchronously; keep it fast). Cancelling the awaiting task cancels
         the solve and its in-flight HTTP requests. ``dataset`` names the problem's dataset
-        in the log (default: ``problem.meta["dataset"]``).
+        in the log (default: ``problem.meta["dataset"]``). ``meta`` (level, dataset,
+        subject) feeds the router's metadata features; without it they are missing, as
+        for any bare question.
 
         Bad input raises InputError or ConfigError before anything runs; an endpoint that
         fails raises its EndpointError after the failed run is logged.
@@ -213,7 +217,7 @@ class Orchestrator:
         aggregation = (params or StrategyParams()).aggregation
         state = Progress(
             watch=Watch(sink=sink, aggregation=aggregation, separator=self._separator(policy)),
-            features=dict(text_features(problem)),
+            features=dict(text_features(replace(problem, meta=dict(meta or {})))),
             probe_config=fallback_probe,
         )
         sink(

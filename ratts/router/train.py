@@ -24,7 +24,7 @@ import numpy as np
 from ratts.errors import RouterError
 from ratts.router import ProbeSpec
 from ratts.router.candidates import CostModel, record_config
-from ratts.router.features import ROUTING, text_features
+from ratts.router.features import ROUTING, text_features, without_meta
 from ratts.router.model import MIN_ROWS, RouterModel, TrainedRouter, design_row
 from ratts.router.registry import register
 from ratts.router.splits import split_keys, text_key
@@ -142,10 +142,16 @@ def probe_index(probes: Iterable[Record], spec: ProbeSpec) -> dict[str, Record]:
 
 
 def with_features(
-    runs: Iterable[Record], probes: Sequence[Record], spec: ProbeSpec | None
+    runs: Iterable[Record],
+    probes: Sequence[Record],
+    spec: ProbeSpec | None,
+    *,
+    use_meta: bool = False,
 ) -> list[Record]:
     """Runs whose ``features`` are complete: their own (when they carry probe features, as
-    ``solve`` logs them), else their problem's probe row, else text features alone."""
+    ``solve`` logs them), else their problem's probe row, else text features alone.
+    Metadata features (level, dataset, subject) only with ``use_meta``: the server sees
+    a bare question, so by default the router learns and is scored without them."""
     index = probe_index(probes, spec) if spec is not None else {}
     out: list[Record] = []
     for rec in runs:
@@ -162,7 +168,7 @@ def with_features(
             row = index.get(str(rec["problem_id"]))
             if row is not None:
                 features.update(row.get("features") or {})
-        out.append({**rec, "features": features})
+        out.append({**rec, "features": features if use_meta else without_meta(features)})
     return out
 
 
@@ -263,15 +269,21 @@ def train_router(
     seed: int = 0,
     holdout: float = 0.2,
     model_params: Mapping[str, Any] | None = None,
+    use_meta: bool = False,
 ) -> TrainResult:
-    """Fit the router on every graded run of ``records`` (probe rows supply features).
+    """Fit the router on every graded run of ``records`` (probe rows supply features;
+    metadata features only with ``use_meta``, see ``with_features``).
 
     Metrics come from a separate fit on (1 - holdout) of the problems, scored on the rest.
     Raises RouterError for a log with too few graded runs or a single outcome.
     """
     runs, probes = split_probes(records)
     spec = probe or default_probe(probes)
-    featured = [r for r in with_features(runs, probes, spec) if r.get("correct") is not None]
+    featured = [
+        r
+        for r in with_features(runs, probes, spec, use_meta=use_meta)
+        if r.get("correct") is not None
+    ]
     # A routed run answered by the probe says how the probe did, not the chosen config:
     # kept apart (counted, not fitted). Routed runs are reweighted by 1/propensity.
     apart = [r for r in featured if r.get("source") == ROUTED_PROBE]
