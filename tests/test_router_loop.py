@@ -261,3 +261,32 @@ def test_training_leaves_metadata_features_out_by_default() -> None:
     assert all(r["features"]["text_subject"] == "none" for r in plain)
     kept = with_features(runs, [], None, use_meta=True)
     assert all(r["features"]["text_subject"] == "leak" for r in kept)
+
+
+def test_off_policy_estimates_reweight_matching_rows_by_inverse_propensity() -> None:
+    from ratts.router.offpolicy import estimate
+
+    def row(chosen: str, p: float, correct: bool, source: str = ROUTED) -> dict[str, object]:
+        log = {
+            "chosen": chosen,
+            "propensity": p,
+            "candidates": [
+                {"config": "A", "fits_budget": True, "predicted_cost": {"tokens": 1.0}},
+                {"config": "B", "fits_budget": True, "predicted_cost": {"tokens": 2.0}},
+            ],
+        }
+        return {"features": {ROUTING: log}, "correct": correct, "source": source}
+
+    records = [
+        row("A", 0.5, True),
+        row("A", 0.5, False),
+        row("B", 0.25, True),
+        row("A", 1.0, True, source="routed_probe"),  # answered by the probe: left out
+        {"features": {}, "correct": True, "source": SWEEP},  # not routed
+    ]
+    off = estimate(records, lambda features, fitting: "A")
+    assert off.routed_rows == 3 and off.matched == 2
+    assert off.ips == pytest.approx((1 / 0.5) / 3)  # (2*1 + 2*0 + 0) / 3
+    assert off.snips == pytest.approx(0.5)  # (2*1) / (2 + 2)
+    assert off.logged_accuracy == pytest.approx(2 / 3)
+    assert estimate([], lambda f, c: "A").ips is None
