@@ -520,6 +520,7 @@ def plot(detail: dict[str, Any], out: Path) -> None:
 async def run(args: argparse.Namespace) -> None:
     ns = [int(x) for x in args.ns.split(",")]
     tree_ns = [int(x) for x in args.tree_ns.split(",")] if args.tree_ns else ns
+    tree_ns = [n for n in tree_ns if n > 0]  # --tree-ns 0: no beam search / DVTS
     models = args.models.split(",")
     pool = dedupe(
         arithmetic_problems(
@@ -537,6 +538,20 @@ async def run(args: argparse.Namespace) -> None:
     db_url = f"sqlite:///{args.out / 'real_router.db'}"
     state_path = args.out / "real_router_solves.json"
     state = load_json(state_path)
+    if args.report_only:  # what is logged so far, no model: after an interrupted run
+        store = open_store(db_url)
+        try:
+            found = RouterRegistry(store).current()
+            version = found[0] if found is not None else None
+            table = fixed_table(store, HELD_DS)
+        finally:
+            store.close()
+        solves = state.get("solves", {})
+        budgets = sorted({int(k.split("|", 1)[0]) for k in solves})
+        held = [p for p in held if all(f"{b}|{p.question}" in solves for b in budgets)]
+        held = [p for p in held if all(p.question in per for per in table.values())]
+        write_report(args, train, held, budgets, table, state, version, ns, tree_ns, models)
+        return
     started_here: list[str] = []
     sim = None
     try:
@@ -619,6 +634,22 @@ async def run(args: argparse.Namespace) -> None:
             stop_server(name)
         if sim is not None:
             sim.stop()
+    write_report(args, train, held, budgets, table, state, version, ns, tree_ns, models)
+
+
+def write_report(
+    args: argparse.Namespace,
+    train: Sequence[Problem],
+    held: Sequence[Problem],
+    budgets: Sequence[int],
+    table: dict[str, dict[str, dict[str, Any]]],
+    state: dict[str, Any],
+    version: str | None,
+    ns: Sequence[int],
+    tree_ns: Sequence[int],
+    models: Sequence[str],
+) -> None:
+    """The issue's JSON, the details, the markdown table and the plot."""
     levels, detail_levels = compare(table, held, budgets, state.get("solves", {}))
     result = {"train_problems": len(train), "held_out_problems": len(held), "levels": levels}
     detail = {
@@ -658,6 +689,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--sim", action="store_true", help="smoke-test on the simulator")
+    parser.add_argument(
+        "--report-only", action="store_true", help="report what is logged; run no model"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     asyncio.run(run(parser.parse_args(argv)))
 
