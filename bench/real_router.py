@@ -533,11 +533,17 @@ async def run(args: argparse.Namespace) -> None:
     )
     train, held = split_by_text(pool, args.held_out / (args.train + args.held_out), seed=args.seed)
     train, held = train[: args.train], held[: args.held_out]
+    # --use-*: fewer problems of the same split (the logged runs stay valid)
+    train = train[: args.use_train or None]
+    held = held[: args.use_held_out or None]
     print(f"{len(train)} train and {len(held)} held-out problems (disjoint texts)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     db_url = f"sqlite:///{args.out / 'real_router.db'}"
     state_path = args.out / "real_router_solves.json"
     state = load_json(state_path)
+    if args.ship:
+        print(f"shipped {ship(db_url, args.ship)}")
+        return
     if args.report_only:  # what is logged so far, no model: after an interrupted run
         store = open_store(db_url)
         try:
@@ -593,7 +599,7 @@ async def run(args: argparse.Namespace) -> None:
                 args.concurrency,
             )
             registry = RouterRegistry(store)
-            version: str | None = None
+            version = None
             try:
                 if registry.current() is None or args.retrain:
                     version, metrics = train_and_register(store, settings, dataset=TRAIN_DS)
@@ -637,6 +643,45 @@ async def run(args: argparse.Namespace) -> None:
     write_report(args, train, held, budgets, table, state, version, ns, tree_ns, models)
 
 
+SHIP_NAME = "smollm2-135m-arith"
+SHIP_DIR = Path(__file__).resolve().parents[1] / "ratts" / "router" / "shipped"
+
+
+def ship(db_url: str, command: str) -> Path:
+    """Copy the bench's current router into ``ratts/router/shipped`` with its sha256,
+    provenance, training summary and the text hashes of its training problems (so the
+    demo can check that its own problems are not among them)."""
+    from ratts.router.registry import SHA_KEY, sha256_file
+    from ratts.router.splits import text_key
+
+    store = open_store(db_url)
+    try:
+        row = store.current_router_model()
+        if row is None:
+            raise SystemExit("no trained router in the bench's log to ship")
+        texts = sorted({text_key(str(r["question"])) for r in store.runs(dataset=TRAIN_DS)})
+    finally:
+        store.close()
+    SHIP_DIR.mkdir(parents=True, exist_ok=True)
+    target = SHIP_DIR / f"{SHIP_NAME}.skops"
+    shutil.copy(row["artifact_path"], target)
+    metrics = dict(row["metrics"] or {})
+    meta = {
+        SHA_KEY: sha256_file(target),
+        "provenance": {
+            "by": "bench/real_router.py",
+            "command": command,
+            "policy": "smollm2-135m (vLLM-CPU)",
+            "prm": "ArithmeticPRM",
+            "source_version": str(row["version"]),
+        },
+        "training": {k: v for k, v in metrics.items() if k != SHA_KEY},
+        "train_text_hashes": texts,
+    }
+    (SHIP_DIR / f"{SHIP_NAME}.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return target
+
+
 def write_report(
     args: argparse.Namespace,
     train: Sequence[Problem],
@@ -678,6 +723,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--train", type=int, default=100)
     parser.add_argument("--held-out", type=int, default=150)
+    parser.add_argument("--use-train", type=int, default=0, help="use the first N train")
+    parser.add_argument("--use-held-out", type=int, default=0, help="use the first N held")
     parser.add_argument("--ns", default="4,8,16", help="N for majority / Best-of-N")
     parser.add_argument("--tree-ns", default="", help="N for beam search / DVTS (default --ns)")
     parser.add_argument("--budgets", default="", help="token budgets (default: from train costs)")
@@ -691,6 +738,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sim", action="store_true", help="smoke-test on the simulator")
     parser.add_argument(
         "--report-only", action="store_true", help="report what is logged; run no model"
+    )
+    parser.add_argument(
+        "--ship",
+        default="",
+        help="copy the trained router into ratts/router/shipped, "
+        "recording this text as the command that trained it",
     )
     parser.add_argument("--out", type=Path, default=OUT)
     asyncio.run(run(parser.parse_args(argv)))

@@ -36,6 +36,7 @@ from ratts.local.serve import free_port, port_in_use, read_record
 from ratts.orchestrator.orchestrator import Orchestrator
 from ratts.orchestrator.result import SolveResult
 from ratts.settings import PRMSpec, load_settings
+from ratts.store import Store
 from ratts.strategies.reuse import is_stepwise
 from ratts.types import Budget, Problem, StrategyParams
 
@@ -71,8 +72,9 @@ ARMS = (
         # "The answer is ...", which the verifier cannot check)
         StrategyParams(n=N, temperature=0.7, max_tokens=MAX_TOKENS, aggregation="min"),
     ),
-    Arm(f"router, cold start (budget N={N})", "router", None, None),
+    Arm(f"router (budget N={N})", "router", None, None),
 )
+SHIPPED_ROUTER = "smollm2-135m-arith"  # trained by bench/real_router.py on other problems
 SHORT = {"cot": "CoT", "majority": "maj", "best_of_n": "BoN", "beam_search": "beam", "dvts": "DVTS"}
 
 
@@ -134,6 +136,8 @@ async def run_arms(info: ServerInfo, problems: Sequence[Problem], console: Conso
             log_runs=False,
             seed=0,
         ) as orch:
+            assert orch.store is not None
+            console.print(await asyncio.to_thread(use_shipped_router, orch.store, problems))
             with Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -145,6 +149,24 @@ async def run_arms(info: ServerInfo, problems: Sequence[Problem], console: Conso
                     task = bar.add_task(arm.label, total=len(problems))
                     rows += await solve_arm(orch, arm, problems, partial(bar.advance, task))
     return rows
+
+
+def use_shipped_router(store: Store, problems: Sequence[Problem]) -> str:
+    """Register the shipped router in the demo's log (checksum checked, its training
+    problems disjoint from the demo's); returns the line saying which router decides."""
+    from ratts.router.registry import install_shipped
+
+    try:
+        version, meta = install_shipped(
+            store, SHIPPED_ROUTER, disjoint_from=[p.question for p in problems]
+        )
+    except RattsError as exc:
+        return f"router: the cold-start rule (the shipped router is refused: {exc})"
+    summary = meta.get("training") or {}
+    return (
+        f"router: trained {SHIPPED_ROUTER} ({version}; {summary.get('problems', '?')} "
+        f"training problems, none of them among these; {meta.get('provenance', {}).get('by')})"
+    )
 
 
 def strategy_cell(row: Row) -> str:
@@ -204,10 +226,7 @@ def print_tables(console: Console, rows: list[Row], problems: Sequence[Problem])
     console.print(summary)
     chosen = sorted({strategy_cell(r) for r in rows if r.arm.strategy is None and r.result})
     if chosen:
-        console.print(
-            "The cold-start router (the paper's rule: small policy -> beam search) chose: "
-            + ", ".join(c.removeprefix("router: ") for c in chosen)
-        )
+        console.print("The router chose: " + ", ".join(c.removeprefix("router: ") for c in chosen))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -290,3 +290,33 @@ def test_off_policy_estimates_reweight_matching_rows_by_inverse_propensity() -> 
     assert off.snips == pytest.approx(0.5)  # (2*1) / (2 + 2)
     assert off.logged_accuracy == pytest.approx(2 / 3)
     assert estimate([], lambda f, c: "A").ips is None
+
+
+def test_shipped_router_is_installed_only_when_its_checksum_and_problems_allow(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from ratts.errors import RouterError
+    from ratts.router.registry import SHA_KEY, install_shipped, save_artifact
+
+    trained = train_router(synthetic_log(80), model_params=FAST, holdout=0).router
+    folder = tmp_path / "shipped"
+    folder.mkdir()
+    sha = save_artifact(trained, folder / "r.skops")
+    meta = {SHA_KEY: sha, "training": {"problems": 80}, "train_text_hashes": [text_key("Q1")]}
+    (folder / "r.json").write_text(json.dumps(meta))
+    store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
+    try:
+        with pytest.raises(RouterError, match="trained on 1 of these"):
+            install_shipped(store, "r", folder, disjoint_from=["  q1 ", "Q2"])
+        assert store.current_router_model() is None
+        version, got = install_shipped(store, "r", folder, disjoint_from=["Q2"])
+        assert version == "v1" and got["training"]["problems"] == 80
+        assert Router(Settings(policies=[], prms=[]), store).registry is not None
+        (folder / "r.json").write_text(json.dumps({**meta, SHA_KEY: "0" * 64}))
+        with pytest.raises(RouterError, match="does not match its recorded sha256") as err:
+            install_shipped(store, "r", folder)
+        assert "\n" not in str(err.value)
+    finally:
+        store.close()

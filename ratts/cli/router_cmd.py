@@ -140,6 +140,12 @@ def show(
             str(r["artifact_path"]),
         )
     wide_stdout().print(table)
+    for r in rows:  # provenance and training summary of shipped or bench-trained routers
+        m = r["metrics"] or {}
+        if "provenance" in m:
+            typer.echo(f"{r['version']} provenance: {json.dumps(m['provenance'])}")
+        if "training" in m:
+            typer.echo(f"{r['version']} training: {json.dumps(m['training'])}")
 
 
 @app.command()
