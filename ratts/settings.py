@@ -110,10 +110,16 @@ class PolicySpec(BaseModel):
 
 
 PRMKind = Literal["vllm_pooling", "judge", "arithmetic", "transformers"]
+PRMFormatName = Literal["qwen2.5-math-prm", "math-shepherd"]
 
 
 class PRMSpec(BaseModel):
-    """A process reward model: where it lives and how to talk to it."""
+    """A process reward model: where it lives and how to talk to it (the PRM registry entry).
+
+    Location: ``base_url`` + ``model`` (served name) for ``vllm_pooling`` and ``judge``; for
+    ``transformers``, ``model`` is the PRM folder. ``format`` None means: read it from the
+    folder (transformers) or Qwen2.5-Math-PRM (vllm_pooling).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -121,12 +127,24 @@ class PRMSpec(BaseModel):
     kind: PRMKind
     base_url: str | None = None
     model: str | None = None
-    format: Literal["qwen2.5-math-prm"] = "qwen2.5-math-prm"
+    format: PRMFormatName | None = None
     api_key_env: str | None = None
     params: float = Field(default=0.0, ge=0, description="parameter count, for FLOPs")
     usd_per_mtok: float = Field(default=0.0, ge=0)
     max_concurrency: int = Field(default=16, ge=1)
     batch_size: int = Field(default=32, ge=1, description="candidates per /pooling request")
+    max_batch_tokens: int = Field(
+        default=16384, ge=1, description="transformers: padded tokens per forward pass"
+    )
+    max_context: int | None = Field(
+        default=None, ge=16, description="tokens per input; longer questions are cut from the left"
+    )
+    api: Literal["completions", "chat"] = Field(
+        default="completions", description="judge: the OpenAI-compatible API it speaks"
+    )
+    judge_samples: int = Field(
+        default=0, ge=0, le=64, description="judge without logprobs: verdicts sampled per step"
+    )
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
 

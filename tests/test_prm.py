@@ -23,8 +23,9 @@ from ratts.endpoints import (
 )
 from ratts.endpoints.policy import parse_completion
 from ratts.endpoints.prm import PRM
+from ratts.endpoints.prm_formats import qwen_prm_input, shepherd_prm_input
 from ratts.endpoints.prm_judge import judge_prompt, judge_score, score_from_top_logprobs
-from ratts.endpoints.prm_pooling import qwen_prm_input, server_root
+from ratts.endpoints.prm_pooling import server_root
 from ratts.errors import (
     BadResponseError,
     ConfigError,
@@ -56,16 +57,26 @@ async def sample_solutions(spec: PolicySpec, n: int) -> list[list[str]]:
 
 
 def test_qwen_prm_input_format() -> None:
+    # Qwen2.5-Math-PRM's model card: apply_chat_template(system, user = the bare query,
+    # assistant = steps joined and ended by <extra_0>), no generation prompt; the Qwen2.5
+    # template ends every turn with "<|im_end|>\n" (no "Problem: ", no <|endoftext|>).
     text = qwen_prm_input("What is 1+1?", ["1+1 = 2.", "The answer is \\boxed{2}."])
     assert text == (
         "<|im_start|>system\nPlease reason step by step, and put your final answer within "
-        "\\boxed{}.<|im_end|>\n<|im_start|>user\nProblem: What is 1+1?<|im_end|>\n"
+        "\\boxed{}.<|im_end|>\n<|im_start|>user\nWhat is 1+1?<|im_end|>\n"
         "<|im_start|>assistant\n1+1 = 2.<extra_0>The answer is \\boxed{2}.<extra_0>"
-        "<|im_end|><|endoftext|>"
+        "<|im_end|>\n"
     )
     # a step tag inside a step would shift every reward: it is dropped
     sneaky = qwen_prm_input("q", ["a <extra_0> b", "c"])
     assert sneaky.count("<extra_0>") == 2
+
+
+def test_shepherd_prm_input_format() -> None:
+    # Math-Shepherd's model card: f"{question} {output}" with "Step k: ... ки" lines
+    text = shepherd_prm_input("What is 1+1?", ["Step 1: 1+1 = 2.", "Step 2: \\boxed{2}"])
+    assert text == "What is 1+1? Step 1: 1+1 = 2. ки\nStep 2: \\boxed{2} ки"
+    assert shepherd_prm_input("q ки", ["a ки b", "c"]).count("ки") == 2
 
 
 def test_server_root_accepts_v1() -> None:
@@ -374,6 +385,103 @@ async def test_judge_scores_from_a_real_judge_server(with_logprobs: bool) -> Non
     assert result.usage.flops == pytest.approx(2 * 3.0 * 404)
 
 
+def _chat_judge_app(with_logprobs: bool) -> FastAPI:
+    """A chat judge that believes steps with "wrong" are wrong (P(yes) 0.1, else 0.8).
+
+    Without logprobs it samples: at temperature 1 the i-th of n choices says Yes when
+    i < P(yes) * n, so the fraction of yes is exactly P(yes) for n = 10.
+    """
+    app = FastAPI()
+    seen: list[dict[str, Any]] = []
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> JSONResponse:
+        body = await request.json()
+        seen.append(body)
+        (message,) = body["messages"]
+        step = message["content"].split("Step under review:\n", 1)[1]
+        p_yes = 0.1 if "wrong" in step else 0.8
+        n = body.get("n", 1)
+        choices = []
+        for i in range(n):
+            says_yes = p_yes > 0.5 if body["temperature"] == 0 else i < round(p_yes * n)
+            choice: dict[str, Any] = {
+                "index": i,
+                "message": {"role": "assistant", "content": "Yes" if says_yes else "No."},
+                "finish_reason": "length",
+            }
+            if with_logprobs and body.get("logprobs"):
+                top = [
+                    {"token": "Yes", "logprob": math.log(p_yes)},
+                    {"token": "No", "logprob": math.log(1 - p_yes)},
+                ]
+                choice["logprobs"] = {"content": [{"token": "Yes", "top_logprobs": top}]}
+            choices.append(choice)
+        usage = {"prompt_tokens": 50, "completion_tokens": n, "total_tokens": 50 + n}
+        return JSONResponse({"id": "c", "object": "chat.completion", "choices": choices,
+                             "usage": usage})  # fmt: skip
+
+    app.state.seen = seen
+    return app
+
+
+@pytest.mark.parametrize("with_logprobs", [True, False])
+async def test_judge_over_chat_reads_logprobs_or_samples_verdicts(with_logprobs: bool) -> None:
+    app = _chat_judge_app(with_logprobs)
+    candidates = [["3 * 12 = 36.", "36 - 7 = 29."], ["3 * 12 = 30, wrong."]]
+    with ServerThread(app) as server:
+        spec = PRMSpec(
+            name="cj",
+            kind="judge",
+            api="chat",
+            judge_samples=10,
+            base_url=f"{server.base_url}/v1",
+            model="judge",
+            params=2.0,
+        )
+        async with JudgePRM(spec) as prm:
+            result = await prm.score(QUESTION, candidates)
+    assert result.scores == [
+        [pytest.approx(0.8), pytest.approx(0.8)],
+        [pytest.approx(0.1)],
+    ]
+    seen = app.state.seen
+    greedy = [b for b in seen if b["temperature"] == 0]
+    sampled = [b for b in seen if b["temperature"] == 1.0]
+    assert len(greedy) == 3  # one per step
+    assert all(b["logprobs"] is True and b["top_logprobs"] == 5 for b in greedy)
+    assert all(b["max_tokens"] == 1 and b["n"] == 1 for b in greedy)
+    # sampling only where the server gave no logprobs: n=10 verdicts in one request per step
+    assert len(sampled) == (0 if with_logprobs else 3)
+    assert all(b["n"] == 10 and "logprobs" not in b for b in sampled)
+    per_step = (50 + 1) + (0 if with_logprobs else 50 + 10)
+    assert result.usage.prm_tokens == 3 * per_step
+    assert result.usage.prm_requests == len(seen)
+    assert result.usage.flops == pytest.approx(2 * 2.0 * result.usage.prm_tokens)
+
+
+async def test_judge_over_completions_samples_when_no_logprobs(make_sim: MakeSim) -> None:
+    """The sim gives no logprobs and answers like a policy: sampled, but never yes/no, so 0.5;
+    the sampling request asks for n verdicts at temperature 1."""
+    spec = PRMSpec(name="judge", kind="judge", base_url=make_sim().v1_url, model="sim-strong",
+                   judge_samples=4)  # fmt: skip
+    async with JudgePRM(spec) as prm:
+        result = await prm.score(QUESTION, [["Step 1: a", "Step 2: b"]])
+    assert result.scores == [[0.5, 0.5]]
+    assert result.usage.prm_requests == 4  # greedy + sampled, per step
+
+
+def test_sampled_score_counts_yes_among_verdicts() -> None:
+    from ratts.endpoints.policy import Choice
+    from ratts.endpoints.prm_judge import sampled_score
+
+    def c(text: str) -> Choice:
+        return Choice(text=text, finish_reason="length")
+
+    assert sampled_score([c(" Yes"), c("yes."), c(" No"), c("Maybe")]) == pytest.approx(2 / 3)
+    assert sampled_score([c(""), c("Hmm")]) == 0.5
+
+
 async def test_judge_errors_name_the_prm() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -395,5 +503,5 @@ def test_build_prm_by_kind(sim: SimServer) -> None:
     assert isinstance(pooling, VllmPoolingPRM) and isinstance(judge, JudgePRM)
     assert isinstance(arith, ArithmeticPRM) and arith.name == "c"
     assert all(isinstance(p, PRM) for p in (pooling, judge, arith))
-    with pytest.raises(ConfigError, match="not available yet"):
+    with pytest.raises(ConfigError, match=r"^.*Qwen2.5-Math-PRM-7B is not a model folder"):
         build_prm(PRMSpec(name="t", kind="transformers", model="Qwen/Qwen2.5-Math-PRM-7B"))

@@ -1,8 +1,9 @@
-"""``ratts models prepare | list | serve | stop``: real local models on vLLM(-CPU)."""
+"""``ratts models prepare | list | serve | serve-prm | stop``: real local models on vLLM(-CPU)."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,6 +22,7 @@ from ratts.local import (
     stop_all,
     stop_server,
     upsert_policy,
+    upsert_prm,
 )
 from ratts.local.prepare import package_dir
 
@@ -56,7 +58,7 @@ def prepare_cmd(
 
 @app.command("list")
 def list_cmd() -> None:
-    """Known local models, which are prepared, and which are being served."""
+    """Known local models, which are prepared, and which are being served (PRMs too)."""
     prepared = {p.name: p for p in list_prepared()}
     served = {s.name: s for s in running_servers()}
     table = Table(title="local models")
@@ -71,6 +73,11 @@ def list_cmd() -> None:
             str(p.path) if p else "no",
             f"{s.base_url} (pid {s.pid})" if s else "no",
         )
+    for name, s in served.items():
+        if name not in MODELS:  # a PRM folder served by serve-prm
+            table.add_row(
+                name, "PRM (serve-prm)", "-", str(s.model_dir), f"{s.base_url} (pid {s.pid})"
+            )
     console.print(table)
 
 
@@ -99,6 +106,45 @@ def serve_cmd(
     if write_settings:
         path = upsert_policy(policy_spec(name, info))
         console.print(f"policy {name!r} written to {path}")
+
+
+@app.command("serve-prm")
+def serve_prm_cmd(
+    folder: Annotated[
+        Path, typer.Argument(help="a PRM folder (Qwen2.5-Math-PRM or Math-Shepherd)")
+    ],
+    name: Annotated[str | None, typer.Option(help="served name (default: the folder's)")] = None,
+    port: Annotated[int, typer.Option(help="port")] = 8201,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    dtype: Annotated[str, typer.Option(help="vLLM --dtype (auto, bfloat16, float32)")] = "auto",
+    timeout: Annotated[float, typer.Option(help="seconds to wait for start-up")] = 900.0,
+    write_settings: Annotated[
+        bool,
+        typer.Option(
+            "--write-settings/--no-write-settings",
+            help="put the PRM into ratts.toml ($RATTS_CONFIG) as the first (default) PRM",
+        ),
+    ] = True,
+) -> None:
+    """Start vLLM's pooling runner on a PRM folder, with the step pooler for its format."""
+    from ratts.local.serve_prm import start_prm_server
+
+    try:
+        info, spec = start_prm_server(
+            folder, name=name, port=port, host=host, dtype=dtype, timeout_s=timeout,
+            progress=_progress,
+        )  # fmt: skip
+    except ServeError as exc:
+        if exc.log_tail:
+            err_console.print(f"[dim]--- last lines of the vLLM log ---[/dim]\n{exc.log_tail}")
+        raise
+    console.print(
+        f"{info.name}: PRM ({spec.format}) serving at {info.base_url} "
+        f"(pid {info.pid}, log {info.log})"
+    )
+    if write_settings:
+        path = upsert_prm(spec)
+        console.print(f"PRM {info.name!r} written to {path}")
 
 
 @app.command("stop")

@@ -18,7 +18,11 @@ def build_policy(spec: PolicySpec, *, retry: RetryPolicy | None = None) -> Polic
 
 
 def build_prm(spec: PRMSpec, *, retry: RetryPolicy | None = None) -> PRM:
-    """The PRM client for ``spec.kind``; ConfigError for kinds not available yet."""
+    """The PRM client for ``spec.kind``; ConfigError for an unknown kind.
+
+    ``transformers`` is imported only when asked for: torch is an optional extra and slow
+    to import.
+    """
     if spec.kind == "vllm_pooling":
         return VllmPoolingPRM(spec, retry=retry)
     if spec.kind == "judge":
@@ -26,11 +30,9 @@ def build_prm(spec: PRMSpec, *, retry: RetryPolicy | None = None) -> PRM:
     if spec.kind == "arithmetic":
         return ArithmeticPRM(spec)
     if spec.kind == "transformers":
-        raise ConfigError(
-            f"PRM {spec.name!r}: kind 'transformers' is not available yet",
-            endpoint=spec.name,
-            role="PRM",
-        )
+        from ratts.endpoints.prm_transformers import TransformersPRM
+
+        return TransformersPRM(spec)
     raise ConfigError(
         f"PRM {spec.name!r}: unknown kind {spec.kind!r}", endpoint=spec.name, role="PRM"
     )

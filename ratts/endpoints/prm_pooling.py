@@ -1,10 +1,21 @@
-"""VllmPoolingPRM: step rewards from a vLLM ``/pooling`` server (Qwen2.5-Math-PRM format).
+"""VllmPoolingPRM: step rewards from a vLLM ``/pooling`` server (``--runner pooling``).
 
-The PRM sees the question as the user turn and the solution as the assistant turn with one
-``<extra_0>`` token after every step; vLLM returns, per input, one ``[p_wrong, p_right]``
-pair per ``<extra_0>``, so step k's reward is ``data[i].data[k][1]``. Many candidates go in
-one request (``spec.batch_size``), and requests run concurrently up to
-``spec.max_concurrency``.
+Each candidate is rendered in the PRM's format (``prm_formats``: the Qwen2.5-Math-PRM chat
+template with ``<extra_0>`` after every step, or Math-Shepherd's `` ки``) and sent as text
+with ``task = token_classify``; vLLM's STEP pooler returns, per input, one row of class
+probabilities per step tag, and step k's reward is ``data[i].data[k][1]`` (the positive
+class: see ``prm_formats.POSITIVE_COLUMN``). Many candidates go in one request
+(``spec.batch_size``), and requests run concurrently up to ``spec.max_concurrency``.
+
+With ``spec.max_context`` set (``ratts models serve-prm`` writes it), a candidate that might
+not fit (more UTF-8 bytes than context tokens) is counted with the server's ``/tokenize``
+and its question cut from the left with ``/detokenize``, by the same rule as TransformersPRM
+(``prm_formats.left_cuts``); ``usage.prm_truncated`` counts them. Without it, vLLM answers
+an over-long input with HTTP 400, a one-line EndpointError.
+
+vLLM skips the prefix cache for token-classification requests (every position's output is
+needed), so re-scoring a beam's shared prefix costs a full prefill each time; see
+bench/prm_throughput.py.
 """
 
 from __future__ import annotations
@@ -17,25 +28,10 @@ import httpx
 from ratts.endpoints.closing import AsyncClosing
 from ratts.endpoints.pool import EndpointPool, MalformedResponse, RetryPolicy, gather_all
 from ratts.endpoints.prm import PRMResult, check_question, served_at
+from ratts.endpoints.prm_formats import FORMATS, POSITIVE_COLUMN, left_cuts
 from ratts.endpoints.usage import Usage
+from ratts.errors import InputError
 from ratts.settings import PRMSpec
-
-STEP_TAG = "<extra_0>"
-SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
-
-
-def qwen_prm_input(question: str, steps: Sequence[str]) -> str:
-    """The Qwen2.5-Math-PRM text for one candidate: one step tag after each step.
-
-    Step tags inside the text itself are dropped so the number of rewards always equals the
-    number of steps.
-    """
-    solution = "".join(step.replace(STEP_TAG, "").strip() + STEP_TAG for step in steps)
-    return (
-        f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n"
-        f"<|im_start|>user\nProblem: {question.replace(STEP_TAG, '').strip()}<|im_end|>\n"
-        f"<|im_start|>assistant\n{solution}<|im_end|><|endoftext|>"
-    )
 
 
 def server_root(base_url: str) -> str:
@@ -47,9 +43,9 @@ def server_root(base_url: str) -> str:
 
 
 def _reward(pair: object, where: str) -> float:
-    if not isinstance(pair, list) or len(pair) < 2:
+    if not isinstance(pair, list) or len(pair) <= POSITIVE_COLUMN:
         raise MalformedResponse(f"{where}: expected a [p_wrong, p_right] pair")
-    value = pair[1]
+    value = pair[POSITIVE_COLUMN]
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         raise MalformedResponse(f"{where}: reward is not a number")
     return min(1.0, max(0.0, float(value)))
@@ -101,7 +97,9 @@ class VllmPoolingPRM(AsyncClosing):
         base_url, _ = served_at(spec)
         self.spec = spec
         self.name = spec.name
-        self.url = f"{server_root(base_url)}/pooling"
+        self.format = FORMATS[spec.format or "qwen2.5-math-prm"]
+        self.root = server_root(base_url)
+        self.url = f"{self.root}/pooling"
         headers = {}
         key = spec.api_key()
         if key != "EMPTY":
@@ -134,8 +132,10 @@ class VllmPoolingPRM(AsyncClosing):
     async def _score_batch(
         self, question: str, batch: Sequence[Sequence[str]]
     ) -> tuple[list[list[float]], Usage]:
-        texts = [qwen_prm_input(question, steps) for steps in batch]
-        payload = {"model": self.spec.model, "input": texts}
+        texts, truncated = await self._fit(question, batch)
+        # token_classify: a Math-Shepherd model served with --convert classify also offers
+        # (sequence) classify, which a request without a task could get.
+        payload = {"model": self.spec.model, "input": texts, "task": "token_classify"}
         counts = [len(steps) for steps in batch]
 
         async def attempt() -> tuple[list[list[float]], int | None]:
@@ -154,11 +154,76 @@ class VllmPoolingPRM(AsyncClosing):
         usage = Usage(
             prm_tokens=tokens,
             prm_requests=1,
+            prm_truncated=truncated,
             flops=2.0 * self.spec.params * tokens,
             dollars=tokens * self.spec.usd_per_mtok / 1e6,
             request_seconds=timed.seconds,
         )
         return scores, usage
+
+    async def _fit(self, question: str, batch: Sequence[Sequence[str]]) -> tuple[list[str], int]:
+        """The batch's texts, each cut to ``spec.max_context`` tokens; and how many were cut."""
+        texts = [self.format.render(question, steps) for steps in batch]
+        context = self.spec.max_context
+        if context is None:
+            return texts, 0
+        truncated = 0
+        q_ids: list[int] | None = None
+        for k, steps in enumerate(batch):
+            if len(texts[k].encode()) <= context:  # a token is at least one byte
+                continue
+            total = len(await self._tokenize(texts[k]))
+            if total <= context:
+                continue
+            if q_ids is None:
+                q_ids = await self._tokenize(question.strip(), special=False)
+            cuts = left_cuts(len(q_ids), total, context)
+            try:
+                cut = next(cuts)
+                while True:
+                    shorter = await self._detokenize(q_ids[cut:])
+                    text = self.format.render(shorter, steps)
+                    total = len(await self._tokenize(text))
+                    if total <= context and shorter.strip():
+                        texts[k], truncated = text, truncated + 1
+                        break
+                    cut = cuts.send(total if shorter.strip() else context + 1)
+            except StopIteration:
+                raise InputError(
+                    f"PRM {self.name!r}: the steps alone do not fit its context of {context} "
+                    "tokens, even with the question cut away"
+                ) from None
+        return texts, truncated
+
+    async def _tokenize(self, text: str, *, special: bool = True) -> list[int]:
+        body = await self._call_json(
+            "/tokenize", {"model": self.spec.model, "prompt": text, "add_special_tokens": special}
+        )
+        tokens = body.get("tokens")
+        if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
+            raise MalformedResponse("no 'tokens' list in the /tokenize response")
+        return tokens
+
+    async def _detokenize(self, tokens: list[int]) -> str:
+        body = await self._call_json("/detokenize", {"model": self.spec.model, "tokens": tokens})
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            raise MalformedResponse("no 'prompt' in the /detokenize response")
+        return prompt
+
+    async def _call_json(self, path: str, payload: dict[str, object]) -> dict[str, object]:
+        async def attempt() -> dict[str, object]:
+            response = await self._http.post(f"{self.root}{path}", json=payload)
+            response.raise_for_status()
+            try:
+                body = response.json()
+            except ValueError as exc:
+                raise MalformedResponse("body is not valid JSON", retryable=True) from exc
+            if not isinstance(body, dict):
+                raise MalformedResponse(f"{path} answered with no JSON object")
+            return body
+
+        return (await self._pool.call(attempt)).value
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -19,6 +19,7 @@ class Usage:
     prm_tokens: int = 0
     policy_requests: int = 0
     prm_requests: int = 0
+    prm_truncated: int = 0  # candidates whose question was cut to fit the PRM's context
     flops: float = 0.0
     dollars: float = 0.0
     request_seconds: float = 0.0

@@ -27,7 +27,7 @@ from ratts.local.serve import (
     stop_all,
     stop_server,
 )
-from ratts.local.settings_file import upsert_policy
+from ratts.local.settings_file import upsert_policy, upsert_prm
 
 __all__ = [
     "MODELS",
@@ -52,4 +52,5 @@ __all__ = [
     "stop_all",
     "stop_server",
     "upsert_policy",
+    "upsert_prm",
 ]

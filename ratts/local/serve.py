@@ -28,7 +28,7 @@ import httpx
 from ratts.errors import RattsError
 from ratts.local.prepare import PreparedModel, data_dir, read_prepared, require_prepared
 from ratts.local.prompts import prompt_template
-from ratts.local.registry import get_model, known_names
+from ratts.local.registry import MODELS, UnknownModelError, get_model, known_names
 from ratts.settings import PolicySpec
 
 DEFAULT_HOST = "127.0.0.1"
@@ -197,7 +197,9 @@ def read_record(name: str, base: Path | None = None) -> ServerInfo | None:
 
 
 def running_servers(base: Path | None = None) -> list[ServerInfo]:
-    found = (read_record(name, base) for name in known_names())
+    """Every live recorded server: local policy models and PRM servers (``serve_prm``)."""
+    names = {*known_names(), *(p.stem for p in run_dir(base).glob("*.json"))}
+    found = (read_record(name, base) for name in sorted(names))
     return [s for s in found if s is not None]
 
 
@@ -376,11 +378,16 @@ def _kill_group(pgid: int, grace_s: float) -> None:
 
 
 def stop_server(name: str, *, base: Path | None = None, grace_s: float = 20.0) -> ServerInfo | None:
-    """Stop the server recorded for ``name``; returns what was stopped (None if none ran)."""
-    get_model(name)
+    """Stop the server recorded for ``name`` (a local model or a served PRM); returns what
+    was stopped (None if none ran). UnknownModelError for a name that is neither."""
     info = read_record(name, base)
     if info is None:
-        return None
+        if name in MODELS:
+            return None
+        raise UnknownModelError(
+            f"no server named {name!r} is running (local models: {', '.join(MODELS)}; "
+            "a PRM server goes by its served name)"
+        )
     _kill_group(info.pid, grace_s)
     pid_file(name, base).unlink(missing_ok=True)
     if _group_alive(info.pid):

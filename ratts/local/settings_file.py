@@ -1,8 +1,9 @@
 """Write a served model's endpoint into the settings file, so ``ratts solve`` finds it.
 
 The file (``$RATTS_CONFIG`` or ./ratts.toml) is read with ``tomllib``, the ``[[policies]]``
-entry of the same name is replaced (or appended) and the document is written back with a
-small serializer for the plain data settings hold (comments in the file are not kept).
+(or ``[[prms]]``) entry of the same name is replaced (or appended) and the document is
+written back with a small serializer for the plain data settings hold (comments in the file
+are not kept).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ratts.errors import ConfigError
-from ratts.settings import PolicySpec
+from ratts.settings import PolicySpec, PRMSpec, Settings
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -97,6 +98,22 @@ def upsert_policy(spec: PolicySpec, path: Path | None = None) -> Path:
     entry = {k: v for k, v in entry.items() if v is not None}
     policies = [p for p in doc.get("policies", []) if p.get("name") != spec.name]
     doc["policies"] = [entry, *policies]
+    _write(target, doc)
+    return target
+
+
+def upsert_prm(spec: PRMSpec, path: Path | None = None) -> Path:
+    """Put ``spec`` first in the file's ``[[prms]]`` (the default PRM), replacing one of the
+    same name. A file without ``[[prms]]`` had the built-in ones; they are kept after it."""
+    target = path or settings_path()
+    doc = read_document(target)
+    if "prms" in doc:
+        current = list(doc["prms"])
+    else:
+        defaults = Settings.model_fields["prms"].default_factory() or []  # type: ignore[call-arg,misc]
+        current = [p.model_dump(mode="json", exclude_none=True) for p in defaults]
+    entry = spec.model_dump(mode="json", exclude_none=True)
+    doc["prms"] = [entry, *(p for p in current if p.get("name") != spec.name)]
     _write(target, doc)
     return target
 
