@@ -85,7 +85,8 @@ def test_solve_from_plain_asyncio_logs_its_row(settings: Settings, sim: SimServe
     assert len(rows) == 1
     row = rows[0]
     assert result.run_key is not None and result.logged
-    assert (row["problem_key"], row["config_key"], row["budget"]) == tuple(result.run_key)
+    key = (row["problem_key"], row["config_key"], row["budget"], row["repeat"])
+    assert key == tuple(result.run_key)  # the run key includes the repeat index (0)
     assert row["budget"] == "n=16" and row["label"] == result.config.label()
     assert row["answer"] == result.answer and row["correct"] == result.correct
     assert row["gold"] == gold and row["error"] is None and row["router_version"] is None

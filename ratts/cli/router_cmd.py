@@ -20,6 +20,7 @@ from ratts.cli.db_cmd import SettingsOption, UrlOption
 from ratts.cli.sweep_cmd import wide_stdout
 from ratts.errors import ConfigError
 from ratts.settings import load_settings
+from ratts.text import plain
 
 app = typer.Typer(no_args_is_help=True)
 _err = Console(stderr=True)
@@ -52,7 +53,9 @@ def probe(
     prm_client = build_prm(cfg.prm(prm)) if (prm or cfg.prms) else None
     loaded = load_problems(dataset, n=limit, seed=seed)
     for line_error in loaded.errors:
-        _err.print(f"[yellow]warning:[/yellow] {dataset}: {line_error}", highlight=False)
+        _err.print(
+            f"[yellow]warning:[/yellow] {plain(dataset)}: {plain(line_error)}", highlight=False
+        )
     store = open_store(db or cfg.db_url)
 
     async def go() -> int:
@@ -130,14 +133,14 @@ def show(
     for r in rows:
         m = r["metrics"] or {}
         table.add_row(
-            str(r["version"]),
+            plain(r["version"]),
             "*" if r["is_current"] else "",
             str(r["trained_at"])[:19],
             str(r["rows_used"]),
             str(m.get("problems", "-")),
             f"{m['holdout_brier']:.3f}" if "holdout_brier" in m else "-",
             f"{m['holdout_auc']:.3f}" if "holdout_auc" in m else "-",
-            str(r["artifact_path"]),
+            plain(r["artifact_path"]),
         )
     wide_stdout().print(table)
     for r in rows:  # provenance and training summary of shipped or bench-trained routers

@@ -30,7 +30,7 @@ from ratts.endpoints.policy import Policy, PolicyClient
 from ratts.endpoints.prm import PRM
 from ratts.endpoints.usage import Usage
 from ratts.errors import ConfigError, InputError, RattsError
-from ratts.orchestrator.inputs import as_problem, check_budget, forced_config
+from ratts.orchestrator.inputs import as_problem, check_budget, check_prices, forced_config
 from ratts.orchestrator.progress import Progress, result_of
 from ratts.orchestrator.result import SolveResult
 from ratts.orchestrator.runner import DbThread, Endpoints, Runner, one_line
@@ -203,6 +203,7 @@ class Orchestrator:
             raise InputError(f"timeout must be a positive number of seconds, got {timeout}")
         if strategy is None and params is not None:
             raise InputError("params need a strategy: give strategy= with params=")
+        check_prices(self.settings, checked, policy)
         forced = forced_config(self.endpoints, strategy, params, checked, policy, prm)
         fallback_probe = None if forced is not None else self._default_probe(policy, prm)
         await self.start()

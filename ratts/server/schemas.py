@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ratts.errors import InputError
+from ratts.redact import redact
 from ratts.types import Budget, StrategyParams
 
 AUTO_MODEL = "ratts/auto"
@@ -30,7 +31,7 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
     ) -> None:
-        super().__init__(" ".join(message.split()))
+        super().__init__(redact(" ".join(message.split())))
         self.status = status
         self.kind = kind
         self.param = param
