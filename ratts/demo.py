@@ -36,7 +36,6 @@ from ratts.local.serve import free_port, port_in_use, read_record
 from ratts.orchestrator.orchestrator import Orchestrator
 from ratts.orchestrator.result import SolveResult
 from ratts.settings import PRMSpec, load_settings
-from ratts.store import Store
 from ratts.strategies.reuse import is_stepwise
 from ratts.types import Budget, Problem, StrategyParams
 
@@ -74,7 +73,6 @@ ARMS = (
     ),
     Arm(f"router (budget N={N})", "router", None, None),
 )
-SHIPPED_ROUTER = "smollm2-135m-arith"  # trained by bench/real_router.py on other problems
 SHORT = {"cot": "CoT", "majority": "maj", "best_of_n": "BoN", "beam_search": "beam", "dvts": "DVTS"}
 
 
@@ -136,8 +134,12 @@ async def run_arms(info: ServerInfo, problems: Sequence[Problem], console: Conso
             log_runs=False,
             seed=0,
         ) as orch:
-            assert orch.store is not None
-            console.print(await asyncio.to_thread(use_shipped_router, orch.store, problems))
+            # No trained router ships: the one bench/real_router.py trained on a small real run
+            # lost to greedy CoT (README), so the demo shows the cold-start rule, and says so.
+            console.print(
+                "router: the cold-start rule (the paper's rule by policy size and probed "
+                "difficulty; answer from the probe when its samples agree)"
+            )
             with Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -149,24 +151,6 @@ async def run_arms(info: ServerInfo, problems: Sequence[Problem], console: Conso
                     task = bar.add_task(arm.label, total=len(problems))
                     rows += await solve_arm(orch, arm, problems, partial(bar.advance, task))
     return rows
-
-
-def use_shipped_router(store: Store, problems: Sequence[Problem]) -> str:
-    """Register the shipped router in the demo's log (checksum checked, its training
-    problems disjoint from the demo's); returns the line saying which router decides."""
-    from ratts.router.registry import install_shipped
-
-    try:
-        version, meta = install_shipped(
-            store, SHIPPED_ROUTER, disjoint_from=[p.question for p in problems]
-        )
-    except RattsError as exc:
-        return f"router: the cold-start rule (the shipped router is refused: {exc})"
-    summary = meta.get("training") or {}
-    return (
-        f"router: trained {SHIPPED_ROUTER} ({version}; {summary.get('problems', '?')} "
-        f"training problems, none of them among these; {meta.get('provenance', {}).get('by')})"
-    )
 
 
 def strategy_cell(row: Row) -> str:
