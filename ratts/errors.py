@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from ratts.redact import redact
+
 
 class RattsError(Exception):
     """Base class: a problem ratts can explain in one line."""
@@ -27,7 +29,8 @@ class RattsError(Exception):
         status: int | None = None,
         param: str | None = None,
     ) -> None:
-        super().__init__(" ".join(message.split()))
+        # messages quote upstream text, which may echo a key: secrets never get this far
+        super().__init__(redact(" ".join(message.split())))
         self.endpoint = endpoint
         self.role = role
         self.url = url

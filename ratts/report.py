@@ -18,6 +18,8 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.table import Table
 
+from ratts.text import plain
+
 Row = Mapping[str, Any]
 ComputeAxis = Literal["tokens", "flops", "dollars"]
 
@@ -165,7 +167,7 @@ def config_table(summaries: Sequence[ConfigSummary], title: str = "Runs per conf
         table.add_column(name, justify="right", no_wrap=True)
     for s in summaries:
         table.add_row(
-            s.label,
+            plain(s.label),
             str(s.runs),
             str(s.failed),
             f"{_pct(s.accuracy)} ({s.correct}/{s.graded})",
@@ -189,7 +191,7 @@ def bins_table(bins: BinTable, order: Sequence[str] = ()) -> Table:
         for name in bins.bins:
             correct, total = bins.cells[label].get(name, (0, 0))
             row.append(_pct(correct / total if total else None) + (f" ({total})" if total else ""))
-        table.add_row(label, *row)
+        table.add_row(plain(label), *row)
     return table
 
 

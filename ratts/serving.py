@@ -15,14 +15,17 @@ from ratts.errors import ConfigError, EndpointUnreachableError
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening-ready TCP socket on ``host:port`` (0 picks a free port); ConfigError."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"cannot listen on {host}:{port}: a TCP port is 0-65535")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
-    except OSError as exc:
+    except (OSError, OverflowError, UnicodeError) as exc:
         sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        detail = getattr(exc, "strerror", None) or exc
+        raise ConfigError(f"cannot listen on {host}:{port}: {detail}") from None
     return sock
 
 

@@ -7,6 +7,7 @@ API keys never live here: a policy or PRM names the environment variable that ho
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -17,9 +18,11 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
+from ratts import redact
 from ratts.errors import ConfigError
 
 DEFAULT_PROMPT_TEMPLATE = (
@@ -47,6 +50,7 @@ def api_key(role: str, name: str, env: str | None) -> str:
         raise ConfigError(
             f"{role} {name!r}: environment variable {env} is not set", endpoint=name, role=role
         )
+    redact.register(value)  # from now on scrubbed from anything ratts shows or stores
     return value
 
 
@@ -186,6 +190,20 @@ class PRMSpec(BaseModel):
         return api_key("PRM", self.name, self.api_key_env)
 
 
+class ServerLimits(BaseModel):
+    """What one request to ``ratts serve`` may ask for (``[server_limits]`` in ratts.toml,
+    or ``RATTS_SERVER_LIMITS__MAX_N`` ...). Past a limit the answer is a 413 or a 400."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_body_bytes: int = Field(default=1_000_000, ge=1024, description="else HTTP 413")
+    max_json_depth: int = Field(default=32, ge=4, description="nesting of the JSON body")
+    max_question_chars: int = Field(default=100_000, ge=1)
+    max_n: int = Field(default=256, ge=1, description="budget N (generations per step)")
+    max_tokens: int = Field(default=10_000_000, ge=1, description="budget tokens")
+    max_timeout_s: float = Field(default=600.0, gt=0)
+
+
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("ratts", appauthor=False))
 
@@ -205,6 +223,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     policies: list[PolicySpec] = Field(default_factory=list)
     prms: list[PRMSpec] = Field(default_factory=lambda: [PRMSpec(name="arith", kind="arithmetic")])
+    server_limits: ServerLimits = Field(default_factory=ServerLimits)
 
     @classmethod
     def settings_customise_sources(
@@ -251,24 +270,49 @@ def _named(specs: Sequence[SpecT], name: str | None, what: str, none: str, table
     raise ConfigError(f"unknown {what} {name!r}; configured: {known}", param=param)
 
 
-def load_settings(path: str | Path | None = None, **overrides: object) -> Settings:
+def load_settings(
+    path: str | Path | None = None, *, config_may_be_missing: bool = False, **overrides: object
+) -> Settings:
     """Load settings from ``path`` (default ``$RATTS_CONFIG`` or ./ratts.toml) and env.
 
-    Raises ConfigError with one line naming the first bad field.
+    A ``$RATTS_CONFIG`` that names no file is an error (it was asked for), unless
+    ``config_may_be_missing`` (a command that is about to write it). Raises ConfigError
+    with one line naming the first bad field.
     """
     cls: type[Settings] = Settings
+    named = os.environ.get("RATTS_CONFIG")
+    if path is None and named and not (config_may_be_missing and not Path(named).exists()):
+        path = named  # named explicitly, so it must exist (unless the caller will write it)
+        where = f"RATTS_CONFIG={path}"
+    else:
+        where = str(path or "ratts.toml")
     if path is not None:
         toml_file = Path(path)
         if not toml_file.is_file():
-            raise ConfigError(f"config file not found: {path}")
+            raise ConfigError(f"config file not found: {where}")
 
         class _FromFile(Settings):
             model_config = SettingsConfigDict(toml_file=toml_file)
 
         cls = _FromFile
     try:
-        return cls(**overrides)  # type: ignore[arg-type]
+        settings = cls(**overrides)  # type: ignore[arg-type]
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where} is not valid UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {where}: {exc.strerror or exc}") from None
+    except SettingsError as exc:
+        # pydantic-settings names the field and the source; the cause says what was wrong
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        hint = " (RATTS_* values for lists and tables are JSON)" if "Env" in str(exc) else ""
+        raise ConfigError(f"{exc}{cause}{hint}") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise ConfigError(f"invalid settings at {where or 'top level'}: {err['msg']}") from None
+    # every key this configuration can read is a secret from the start, whoever prints it
+    specs: list[PolicySpec | PRMSpec] = [*settings.policies, *settings.prms]
+    redact.register_env([*(spec.api_key_env for spec in specs), "RATTS_SERVER_TOKEN"])
+    return settings

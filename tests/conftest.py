@@ -1,4 +1,5 @@
-"""Shared fixtures: a simulated policy/PRM server on loopback and specs pointing at it."""
+"""Shared fixtures: a simulated policy/PRM server on loopback and specs pointing at it, and
+run-log databases on SQLite and on a real PostgreSQL server (see tests/pg_cluster.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from pg_cluster import ENV, Cluster, PostgresUnavailable, cluster_from_env
 
 from ratts.settings import PolicySpec, PRMSpec
 from ratts.sim import SimConfig, SimServer
@@ -70,3 +72,35 @@ def strong_policy_spec(sim: SimServer) -> PolicySpec:
 @pytest.fixture
 def prm_spec(sim: SimServer) -> PRMSpec:
     return PRMSpec(name="sim-prm", kind="vllm_pooling", base_url=sim.base_url, model="sim-prm")
+
+
+@pytest.fixture(scope="session")
+def _pg_session() -> Iterator[Cluster | str]:
+    """The test PostgreSQL server, or why there is none (a string)."""
+    try:
+        with cluster_from_env() as cluster:
+            yield cluster
+    except PostgresUnavailable as exc:
+        yield str(exc)
+
+
+@pytest.fixture
+def postgres_url(_pg_session: Cluster | str) -> str:
+    """A fresh, empty database on the test PostgreSQL server.
+
+    Fails (does not skip) when there is no server, unless RATTS_TEST_POSTGRES=off says so.
+    """
+    if isinstance(_pg_session, str):
+        if _pg_session == f"{ENV}=off":
+            pytest.skip(f"PostgreSQL tests switched off ({ENV}=off)")
+        pytest.fail(f"PostgreSQL tests need a server: {_pg_session}", pytrace=False)
+    return _pg_session.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A fresh run-log URL, once on a SQLite file and once on real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'runs.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url

@@ -31,11 +31,13 @@ def sim_dataset(path: Path, count: int, *, prefix: str = "Puzzle") -> Path:
     return path
 
 
-def settings_file(path: Path, base_url: str, db: Path, *, max_retries: int = 3) -> Path:
-    """A ratts.toml pointing every model at the sim at ``base_url`` and the log at ``db``."""
+def settings_file(path: Path, base_url: str, db: Path | str, *, max_retries: int = 3) -> Path:
+    """A ratts.toml pointing every model at the sim at ``base_url`` and the log at ``db``
+    (a SQLite file, or any database URL given as a string)."""
+    url = db if isinstance(db, str) else f"sqlite:///{db}"
     path.write_text(
         f"""
-db_url = "sqlite:///{db}"
+db_url = "{url}"
 
 [[policies]]
 name = "sim-weak"

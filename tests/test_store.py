@@ -1,10 +1,10 @@
-"""The run log on real SQLite files: migrations, idempotent writes, concurrency, refusals."""
+"""The run log on real SQLite files and a real PostgreSQL server (the ``db_url`` fixture runs
+each test on both): migrations, idempotent writes, concurrency, refusals."""
 
 from __future__ import annotations
 
 import io
 import multiprocessing
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.dialects import postgresql
 
 from ratts.endpoints.usage import Usage
@@ -21,26 +21,28 @@ from ratts.store import RunKey, budget_label, make_engine, migrate, open_store, 
 from ratts.store.models import Base, runs
 from ratts.types import Budget, Problem, RunConfig, StrategyParams
 
-TABLES = {"problems", "configs", "runs", "router_models"}
+TABLES = {"problems", "configs", "runs", "run_claims", "router_models"}
 
 
 def _url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def _tables(path: Path) -> set[str]:
-    with sqlite3.connect(path) as conn:
-        rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
-    return {r[0] for r in rows} - {"alembic_version"}
+def _tables(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return set(inspect(engine).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
 
 
-def _revision(path: Path) -> str | None:
-    with sqlite3.connect(path) as conn:
-        try:
-            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        except sqlite3.OperationalError:
-            return None
-    return row[0] if row else None
+def _revision(url: str) -> str | None:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return migrate.current_revision(conn)
+    finally:
+        engine.dispose()
 
 
 PROBLEM = Problem("p1", "What is 6 x 7?", "42", {"dataset": "toy", "difficulty": 0.3})
@@ -49,52 +51,61 @@ CONFIG = RunConfig(
 )
 
 
-def test_open_store_upgrades_an_empty_database(tmp_path: Path) -> None:
-    db = tmp_path / "nested" / "dir" / "runs.db"
-    with open_store(_url(db)) as store:
+def test_open_store_upgrades_an_empty_database(db_url: str) -> None:
+    with open_store(db_url) as store:
         assert store.count_runs() == 0
-        with store.engine.connect() as conn:
-            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
-    assert _tables(db) == TABLES
-    assert _revision(db) == migrate.head_revision()
+    assert _tables(db_url) == TABLES
+    assert _revision(db_url) == migrate.head_revision()
 
 
-def test_migrations_create_exactly_the_models(tmp_path: Path) -> None:
-    db = tmp_path / "runs.db"
-    open_store(_url(db)).close()
-    engine = make_engine(_url(db))
+def test_sqlite_connections_get_wal_foreign_keys_and_a_busy_timeout(tmp_path: Path) -> None:
+    db = tmp_path / "nested" / "dir" / "runs.db"
+    with open_store(_url(db)) as store, store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+
+
+def test_a_plain_postgresql_url_uses_psycopg_3(postgres_url: str) -> None:
+    plain = postgres_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with open_store(plain) as store:
+        assert store.engine.dialect.driver == "psycopg"
+        assert store.engine.dialect.name == "postgresql"
+
+
+def test_migrations_create_exactly_the_models(db_url: str) -> None:
+    open_store(db_url).close()
+    engine = make_engine(db_url)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     engine.dispose()
     assert diff == []
 
 
-def test_downgrade_then_upgrade_round_trips(tmp_path: Path) -> None:
-    db = tmp_path / "runs.db"
-    engine = make_engine(_url(db))
+def test_downgrade_then_upgrade_round_trips(db_url: str) -> None:
+    engine = make_engine(db_url)
     assert migrate.upgrade(engine, "test") == migrate.head_revision()
-    assert _tables(db) == TABLES
+    assert _tables(db_url) == TABLES
     assert migrate.downgrade(engine, "test", "base") is None
-    assert _tables(db) == set()
+    assert _tables(db_url) == set()
     assert migrate.upgrade(engine, "test") == migrate.head_revision()
-    assert _tables(db) == TABLES
+    assert _tables(db_url) == TABLES
     engine.dispose()
-    with open_store(_url(db)) as store:  # and the schema is usable after the round trip
+    with open_store(db_url) as store:  # and the schema is usable after the round trip
         assert store.record_run(PROBLEM, CONFIG, "n=4", answer="42", correct=True)
         assert store.count_runs() == 1
 
 
-def test_a_newer_database_is_refused(tmp_path: Path) -> None:
-    db = tmp_path / "runs.db"
-    open_store(_url(db)).close()
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE alembic_version SET version_num = '9999_future'")
+def test_a_newer_database_is_refused(db_url: str) -> None:
+    open_store(db_url).close()
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
+    engine.dispose()
     with pytest.raises(StoreError, match="newer than this ratts") as info:
-        open_store(_url(db))
+        open_store(db_url)
     assert "\n" not in str(info.value)
-    assert _revision(db) == "9999_future"  # untouched
+    assert _revision(db_url) == "9999_future"  # untouched
 
 
 @pytest.mark.parametrize(
@@ -117,7 +128,7 @@ def test_unopenable_urls_are_one_line_store_errors(tmp_path: Path, make_url: obj
     assert "secret" not in message  # passwords are never printed
 
 
-def test_record_run_is_idempotent_and_keeps_usage(tmp_path: Path) -> None:
+def test_record_run_is_idempotent_and_keeps_usage(db_url: str) -> None:
     usage = Usage(
         policy_prompt_tokens=120,
         policy_completion_tokens=480,
@@ -129,7 +140,7 @@ def test_record_run_is_idempotent_and_keeps_usage(tmp_path: Path) -> None:
         request_seconds=0.8,
         wall_seconds=0.9,
     )
-    with open_store(_url(tmp_path / "runs.db")) as store:
+    with open_store(db_url) as store:
         first = store.record_run(
             PROBLEM,
             CONFIG,
@@ -154,8 +165,8 @@ def test_record_run_is_idempotent_and_keeps_usage(tmp_path: Path) -> None:
     assert row["label"] == CONFIG.label()
 
 
-def test_failures_are_kept_until_replaced_by_a_retry(tmp_path: Path) -> None:
-    with open_store(_url(tmp_path / "runs.db")) as store:
+def test_failures_are_kept_until_replaced_by_a_retry(db_url: str) -> None:
+    with open_store(db_url) as store:
         assert store.record_run(PROBLEM, CONFIG, "n=4", error="ServerError: 500\nretries exhausted")
         key = RunKey(problem_key(PROBLEM), CONFIG.key(), "n=4")
         assert store.done_keys() == {key}
@@ -173,8 +184,8 @@ def test_failures_are_kept_until_replaced_by_a_retry(tmp_path: Path) -> None:
         assert store.done_keys(include_failed=False) == {key}
 
 
-def test_same_problem_under_two_datasets_and_budgets_are_distinct(tmp_path: Path) -> None:
-    with open_store(_url(tmp_path / "runs.db")) as store:
+def test_same_problem_under_two_datasets_and_budgets_are_distinct(db_url: str) -> None:
+    with open_store(db_url) as store:
         for dataset in ("a", "b"):
             for budget in (4, 16):
                 assert store.record_run(PROBLEM, CONFIG, budget_label(budget), dataset=dataset)
@@ -188,8 +199,8 @@ def test_budget_labels() -> None:
     assert budget_label(Budget()) == budget_label(None) == "unbounded"
 
 
-def test_router_models_have_one_current(tmp_path: Path) -> None:
-    with open_store(_url(tmp_path / "runs.db")) as store:
+def test_router_models_have_one_current(db_url: str) -> None:
+    with open_store(db_url) as store:
         assert store.current_router_model() is None
         store.save_router_model("r1", rows_used=10, metrics={"acc": 0.5}, artifact_path="/a")
         store.save_router_model("r2", rows_used=20, metrics={"acc": 0.6}, artifact_path="/b")
@@ -207,8 +218,8 @@ def _write_many(url: str, worker: int, count: int) -> None:
             store.record_run(problem, CONFIG, "n=4", answer=str(worker))
 
 
-def test_concurrent_processes_write_each_key_once(tmp_path: Path) -> None:
-    url = _url(tmp_path / "runs.db")
+def test_concurrent_processes_write_each_key_once(db_url: str) -> None:
+    url = db_url
     ctx = multiprocessing.get_context("fork")
     procs = [ctx.Process(target=_write_many, args=(url, w, 40)) for w in range(4)]
     for p in procs:
@@ -244,10 +255,57 @@ def test_migrations_render_for_postgresql() -> None:
     assert (
         "CONSTRAINT uq_runs_problem_config_budget UNIQUE (problem_key, config_key, budget)" in sql
     )
+    assert "ADD CONSTRAINT uq_runs_problem_config_budget_repeat UNIQUE " in sql
+    assert "(problem_key, config_key, budget, repeat)" in sql
+    assert "FOR UPDATE" not in sql  # claims lock rows at run time, not in the schema
     assert "PRAGMA" not in sql and "AUTOINCREMENT" not in sql
 
 
-def test_inspected_schema_has_the_unique_run_key(tmp_path: Path) -> None:
-    with open_store(_url(tmp_path / "runs.db")) as store:
+def test_inspected_schema_has_the_unique_run_key(db_url: str) -> None:
+    with open_store(db_url) as store:
         uniques = inspect(store.engine).get_unique_constraints("runs")
-    assert {"problem_key", "config_key", "budget"} == set(uniques[0]["column_names"])
+    assert {"problem_key", "config_key", "budget", "repeat"} == set(uniques[0]["column_names"])
+
+
+def test_repeats_are_distinct_runs_of_one_key(db_url: str) -> None:
+    with open_store(db_url) as store:
+        assert store.record_run(PROBLEM, CONFIG, "n=4", answer="42")
+        assert store.record_run(PROBLEM, CONFIG, "n=4", answer="41", repeat=1)
+        assert not store.record_run(PROBLEM, CONFIG, "n=4", answer="40", repeat=1)
+        key = RunKey(problem_key(PROBLEM), CONFIG.key(), "n=4")
+        assert store.done_keys() == {key, key._replace(repeat=1)}
+        assert [(r["repeat"], r["answer"]) for r in store.runs()] == [(0, "42"), (1, "41")]
+
+
+def test_upgrade_from_0001_keeps_rows_as_repeat_zero(db_url: str) -> None:
+    engine = make_engine(db_url)
+    migrate.upgrade(engine, "test", "0001")
+    with engine.begin() as conn:
+        now = "2026-01-01 00:00:00+00:00"
+        conn.execute(
+            text(
+                "INSERT INTO problems (key, source_id, text_hash, question, meta, created_at) "
+                "VALUES ('p', 'p', 'h', 'q', '{}', :now)"
+            ),
+            {"now": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO configs (key, policy, strategy, params, label, created_at) "
+                "VALUES ('c', 'pol', 'cot', '{}', 'cot', :now)"
+            ),
+            {"now": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO runs (problem_key, config_key, budget, policy_prompt_tokens, "
+                "policy_completion_tokens, prm_tokens, policy_requests, prm_requests, flops, "
+                "dollars, request_seconds, seconds, created_at) "
+                "VALUES ('p', 'c', 'n=1', 1, 2, 0, 1, 0, 0, 0, 0, 0, :now)"
+            ),
+            {"now": now},
+        )
+    assert migrate.upgrade(engine, "test") == migrate.head_revision()
+    engine.dispose()
+    with open_store(db_url) as store:
+        assert store.done_keys() == {RunKey("p", "c", "n=1", 0)}

@@ -92,19 +92,19 @@ def assert_usage_matches(outcome: Outcome, stats: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- registry
 
 
-def test_registry_holds_the_five_strategies() -> None:
-    assert list(STRATEGIES) == ["cot", "majority", "best_of_n", "beam_search", "dvts"]
+def test_registry_holds_the_six_strategies() -> None:
+    assert list(STRATEGIES) == ["cot", "majority", "best_of_n", "beam_search", "dvts", "adaptive"]
     for name, strategy in STRATEGIES.items():
         assert get_strategy(name) is strategy
         assert strategy.name == name
-    assert [s.needs_prm for s in STRATEGIES.values()] == [False, False, True, True, True]
+    assert [s.needs_prm for s in STRATEGIES.values()] == [False, False, True, True, True, False]
 
 
 def test_unknown_strategy_is_one_line_error() -> None:
     with pytest.raises(UnknownStrategyError) as err:
         get_strategy("x")
     assert str(err.value) == (
-        "unknown strategy 'x'; choose one of: cot, majority, best_of_n, beam_search, dvts"
+        "unknown strategy 'x'; choose one of: cot, majority, best_of_n, beam_search, dvts, adaptive"
     )
 
 

@@ -45,9 +45,9 @@ def _done(summary: str) -> int:
 
 
 async def test_fifty_problems_by_three_configs_write_150_rows_then_none(
-    sim: SimServer, tmp_path: Path
+    sim: SimServer, tmp_path: Path, db_url: str
 ) -> None:
-    db = tmp_path / "runs.db"
+    db = db_url  # SQLite and PostgreSQL
     settings = load_settings(settings_file(tmp_path / "ratts.toml", sim.base_url, db))
     problems = load_problems(str(sim_dataset(tmp_path / "sim.jsonl", 50))).problems
     with open_store(settings.db_url) as store:
@@ -70,8 +70,10 @@ async def test_fifty_problems_by_three_configs_write_150_rows_then_none(
     assert requests_first.get("completions", 0) >= 150
 
 
-async def test_row_usage_equals_the_sims_counters(sim: SimServer, tmp_path: Path) -> None:
-    db = tmp_path / "runs.db"
+async def test_row_usage_equals_the_sims_counters(
+    sim: SimServer, tmp_path: Path, db_url: str
+) -> None:
+    db = db_url  # SQLite and PostgreSQL
     settings = load_settings(settings_file(tmp_path / "ratts.toml", sim.base_url, db))
     problems = load_problems(str(sim_dataset(tmp_path / "sim.jsonl", 1))).problems
     configs = [
@@ -103,9 +105,9 @@ async def test_row_usage_equals_the_sims_counters(sim: SimServer, tmp_path: Path
 
 
 async def test_failures_are_logged_and_retried_only_when_asked(
-    make_sim: Callable[..., SimServer], sim: SimServer, tmp_path: Path
+    make_sim: Callable[..., SimServer], sim: SimServer, tmp_path: Path, db_url: str
 ) -> None:
-    db = tmp_path / "runs.db"
+    db = db_url  # SQLite and PostgreSQL
     broken = make_sim(faults={"error_500": 1.0})
     bad = load_settings(settings_file(tmp_path / "bad.toml", broken.base_url, db, max_retries=0))
     good = load_settings(settings_file(tmp_path / "good.toml", sim.base_url, db))
@@ -284,7 +286,11 @@ def test_db_commands_upgrade_current_downgrade(
     assert code == 0 and f"at revision {migrate.head_revision()}" in out
     code, out, _ = run_cli(capsys, "db", "current", "--url", url)
     assert code == 0 and "up to date" in out
-    code, out, _ = run_cli(capsys, "db", "downgrade", "base", "--url", url)
+    code, _, err = run_cli(capsys, "db", "downgrade", "base", "--url", url)  # not a terminal
+    assert code == 2 and "deletes data: run again with --yes" in err
+    code, out, _ = run_cli(capsys, "db", "current", "--url", url)
+    assert code == 0 and "up to date" in out  # nothing was dropped
+    code, out, _ = run_cli(capsys, "db", "downgrade", "base", "--url", url, "--yes")
     assert code == 0 and "base" in out
     code, _, err = run_cli(capsys, "db", "upgrade", "nosuchrev", "--url", url)
     assert code == 2

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from ratts.errors import RattsError
+from ratts.text import plain
 
 app = typer.Typer(
     name="ratts",
@@ -40,5 +41,6 @@ def main() -> None:
     try:
         app()
     except RattsError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        # the message may quote upstream text: shown literally, never as markup or escapes
+        err_console.print(f"[red]error:[/red] {plain(exc)}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -6,13 +6,14 @@ and for moving it between revisions explicitly.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
-from ratts.errors import StoreError
+from ratts.errors import ConfigError, StoreError
 from ratts.settings import load_settings
 from ratts.store import make_engine, migrate
 from ratts.store.engine import describe
@@ -92,12 +93,22 @@ def downgrade(
     revision: Annotated[str, typer.Argument(help="target revision ('base' drops every table)")],
     url: UrlOption = None,
     settings: SettingsOption = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="do not ask; data in dropped tables is lost")
+    ] = False,
 ) -> None:
     """Downgrade the database schema to REVISION (data in dropped tables is lost)."""
     target = resolve_db_url(url, settings)
+    where = describe(target)
+    if not yes:  # destructive: ask on a terminal, refuse elsewhere
+        question = f"downgrade {where} to {revision}? tables and rows above it are deleted"
+        if not sys.stdin.isatty():
+            raise ConfigError(f"{question.split('?')[0]} deletes data: run again with --yes")
+        if not typer.confirm(question, default=False):
+            raise typer.Exit(1)
     engine = make_engine(target)
     try:
-        reached = migrate.downgrade(engine, describe(target), revision)
+        reached = migrate.downgrade(engine, where, revision)
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot downgrade {describe(target)}: {_one_line(exc)}") from None
     finally:

@@ -26,6 +26,7 @@ from ratts.local import (
     upsert_prm,
 )
 from ratts.local.prepare import package_dir
+from ratts.text import plain
 
 app = typer.Typer(no_args_is_help=True)
 console = Console(soft_wrap=True)
@@ -111,7 +112,10 @@ def serve_cmd(
         )
     except ServeError as exc:
         if exc.log_tail:
-            err_console.print(f"[dim]--- last lines of the vLLM log ---[/dim]\n{exc.log_tail}")
+            err_console.print(
+                f"[dim]--- last lines of the vLLM log ---[/dim]\n{plain(exc.log_tail)}",
+                highlight=False,
+            )
         raise
     console.print(f"{name}: serving at {info.base_url} (pid {info.pid}, log {info.log})")
     if write_settings:

@@ -20,6 +20,7 @@ from ratts.cli.db_cmd import SettingsOption, UrlOption
 from ratts.cli.sweep_cmd import wide_stdout
 from ratts.errors import ConfigError
 from ratts.settings import load_settings
+from ratts.text import plain
 
 app = typer.Typer(no_args_is_help=True)
 _err = Console(stderr=True)
@@ -52,7 +53,9 @@ def probe(
     prm_client = build_prm(cfg.prm(prm)) if (prm or cfg.prms) else None
     loaded = load_problems(dataset, n=limit, seed=seed)
     for line_error in loaded.errors:
-        _err.print(f"[yellow]warning:[/yellow] {dataset}: {line_error}", highlight=False)
+        _err.print(
+            f"[yellow]warning:[/yellow] {plain(dataset)}: {plain(line_error)}", highlight=False
+        )
     store = open_store(db or cfg.db_url)
 
     async def go() -> int:
@@ -130,16 +133,22 @@ def show(
     for r in rows:
         m = r["metrics"] or {}
         table.add_row(
-            str(r["version"]),
+            plain(r["version"]),
             "*" if r["is_current"] else "",
             str(r["trained_at"])[:19],
             str(r["rows_used"]),
             str(m.get("problems", "-")),
             f"{m['holdout_brier']:.3f}" if "holdout_brier" in m else "-",
             f"{m['holdout_auc']:.3f}" if "holdout_auc" in m else "-",
-            str(r["artifact_path"]),
+            plain(r["artifact_path"]),
         )
     wide_stdout().print(table)
+    for r in rows:  # provenance and training summary of shipped or bench-trained routers
+        m = r["metrics"] or {}
+        if "provenance" in m:
+            typer.echo(f"{r['version']} provenance: {json.dumps(m['provenance'])}")
+        if "training" in m:
+            typer.echo(f"{r['version']} training: {json.dumps(m['training'])}")
 
 
 @app.command()
@@ -181,6 +190,8 @@ def eval_(
     difficulty bins (paper rule), per-problem oracle, majority vote."""
     from ratts.router import ProbeSpec
     from ratts.router.evaluate import EvalConfig, evaluate
+    from ratts.router.offpolicy import estimate, trained_target
+    from ratts.router.registry import RouterRegistry
     from ratts.router.report import format_table, plot_curves
     from ratts.router.train import records_from_store
     from ratts.store import open_store
@@ -197,6 +208,7 @@ def eval_(
     store = open_store(db or load_settings(settings).db_url)
     try:
         records = records_from_store(store, dataset=dataset)
+        current = RouterRegistry(store).current()
     finally:
         store.close()
     report = evaluate(
@@ -204,10 +216,24 @@ def eval_(
         EvalConfig(seed=seed, test_fraction=test_fraction, unit=cast(Unit, unit), probe=spec),
     )
     typer.echo(format_table(report))
+    off = None
+    if current is not None:
+        off = estimate(records, trained_target(current[1]))
+        if off.routed_rows:
+            typer.echo(
+                f"off-policy ({current[0]} on {off.routed_rows} logged routed runs, "
+                f"{off.matched} matching its choice): IPS {off.ips:.3f}, SNIPS "
+                + ("n/a" if off.snips is None else f"{off.snips:.3f}")
+                + f"; the logging policy scored {off.logged_accuracy:.3f}"
+            )
+        else:
+            typer.echo("off-policy: no logged routed runs (route with ratts solve/serve)")
     if png is not None:
         plot_curves(report, png)
         typer.echo(f"wrote {png}")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_dict(), indent=2))
+        data = report.to_dict()
+        data["off_policy"] = off.to_dict() if off is not None else None
+        json_out.write_text(json.dumps(data, indent=2))
         typer.echo(f"wrote {json_out}")

@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ratts.errors import InputError
+from ratts.redact import redact
+from ratts.text import check_text, plain
 
 if TYPE_CHECKING:
     from ratts.orchestrator.result import SolveResult
@@ -50,12 +52,18 @@ def _print(result: SolveResult, explain: bool, console: Console) -> None:
     how = result.reason
     if result.router_version:
         how += f", router {result.router_version}"
-    console.print(f"[bold]answer:[/bold] {result.answer}", highlight=False)
+    # answers and errors are the model's and the upstream's text: shown literally
+    console.print(f"[bold]answer:[/bold] {plain(result.answer)}", highlight=False)
     if result.partial:
-        console.print(f"[yellow]partial:[/yellow] {result.error} ({result.answer_source})")
+        console.print(
+            f"[yellow]partial:[/yellow] {plain(result.error)} ({plain(result.answer_source)})",
+            highlight=False,
+        )
     if result.correct is not None:
         console.print(f"[bold]correct:[/bold] {result.correct}")
-    console.print(f"[bold]config:[/bold] {result.config.label()} ({how})", highlight=False)
+    console.print(
+        f"[bold]config:[/bold] {plain(result.config.label())} ({plain(how)})", highlight=False
+    )
     console.print(f"[bold]usage:[/bold]  {_usage_line(result)}", highlight=False)
     if result.run_key is not None:
         state = "logged" if result.logged else "already logged"
@@ -75,7 +83,7 @@ def _print(result: SolveResult, explain: bool, console: Console) -> None:
         cost = c.predicted_cost
         table.add_row(
             "*" if c.chosen else "",
-            c.config.label(),
+            plain(c.config.label()),
             acc,
             f"{cost.get('tokens', 0):.0f}",
             f"{cost.get('flops', 0):.3g}",
@@ -119,6 +127,7 @@ def solve(
     """Answer QUESTION with the compute-optimal strategy within the budget."""
     if not question.strip():
         raise InputError("the question is empty")
+    check_text(question)
     chosen_budget = _budget(budget, budget_usd, budget_tokens, budget_flops)
 
     from ratts.orchestrator.orchestrator import Orchestrator
@@ -141,7 +150,7 @@ def solve(
 
     result = asyncio.run(run())
     if as_json:
-        typer.echo(json.dumps(result.to_dict(explain=True), indent=2, default=str))
+        typer.echo(redact(json.dumps(result.to_dict(explain=True), indent=2, default=str)))
         return
     console = Console(soft_wrap=True)
     if not console.is_terminal:

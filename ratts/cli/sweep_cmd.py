@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -17,6 +19,7 @@ from rich.table import Table
 from ratts.cli.db_cmd import SettingsOption, UrlOption
 from ratts.errors import ConfigError, DatasetError, InputError
 from ratts.settings import load_settings
+from ratts.text import plain
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -94,6 +97,24 @@ def sweep(
         bool, typer.Option("--retry-failed", help="run logged failures again")
     ] = False,
     progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            "--worker",
+            help="share the sweep with other workers on one database (PostgreSQL) by "
+            "claiming rows; start the same command on every machine",
+        ),
+    ] = False,
+    worker_name: Annotated[
+        str | None, typer.Option(help="this worker's name (default: host:pid)")
+    ] = None,
+    lease: Annotated[
+        float,
+        typer.Option(
+            min=5.0,
+            help="seconds a claim lasts unless renewed (a dead worker's runs return after it)",
+        ),
+    ] = 300.0,
     db: UrlOption = None,
     settings: SettingsOption = None,
 ) -> None:
@@ -125,7 +146,9 @@ def sweep(
         )
     loaded = load_problems(dataset, n=limit, seed=seed)
     for line_error in loaded.errors:
-        _err.print(f"[yellow]warning:[/yellow] {dataset}: {line_error}", highlight=False)
+        _err.print(
+            f"[yellow]warning:[/yellow] {plain(dataset)}: {plain(line_error)}", highlight=False
+        )
     store = open_store(db or cfg.db_url)
     try:
         with sweep_progress(progress, _err) as on_progress:
@@ -138,13 +161,17 @@ def sweep(
                     concurrency=concurrency,
                     retry_failed=retry_failed,
                     on_progress=on_progress,
+                    worker=(worker_name or f"{socket.gethostname()}:{os.getpid()}")
+                    if worker
+                    else None,
+                    lease_s=lease,
                 )
             )
     finally:
         store.close()
     typer.echo(stats.summary())
     for line in stats.errors[:5]:
-        _err.print(f"[red]failed:[/red] {line}", highlight=False, soft_wrap=True)
+        _err.print(f"[red]failed:[/red] {plain(line)}", highlight=False, soft_wrap=True)
     if len(stats.errors) > 5:
         _err.print(f"... and {len(stats.errors) - 5} more failures (see `ratts runs --failed`)")
     if loaded.errors:
@@ -152,7 +179,17 @@ def sweep(
         raise DatasetError(
             f"{dataset}: {count} malformed line{'s' * (count != 1)} skipped "
             f"(first: {loaded.errors[0]}); the good lines ran"
+            + (f"; {stats.failed} runs failed" if stats.failed else "")
         )
+    if stats.failed:  # exit 1: the sweep ran, but not every run succeeded
+        ran = stats.done + stats.failed
+        _err.print(
+            f"[red]error:[/red] {stats.failed} of {ran} runs failed (logged with their errors: "
+            "`ratts runs --failed`; run again with --retry-failed)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
 
 
 def runs(
@@ -177,16 +214,16 @@ def runs(
         table.add_column(name, overflow="fold", no_wrap=not wide)
     for r in rows:
         tokens = r["policy_prompt_tokens"] + r["policy_completion_tokens"] + r["prm_tokens"]
-        table.add_row(
+        table.add_row(  # every cell is logged text from datasets and models: shown literally
             str(r["run_id"]),
-            str(r["problem_id"]),
-            r["label"],
-            r["budget"],
-            "" if r["answer"] is None else str(r["answer"])[:24],
+            plain(r["problem_id"]),
+            plain(r["label"]),
+            plain(r["budget"]),
+            "" if r["answer"] is None else plain(str(r["answer"])[:24]),
             {True: "yes", False: "no", None: "-"}[r["correct"]],
             str(tokens),
             f"{r['seconds']:.2f}",
-            r["error"] or "",
+            plain(r["error"] or ""),
         )
     wide_stdout().print(table)
 

@@ -63,7 +63,10 @@ def _quiet(_: str) -> None:
 
 def data_dir(override: Path | None = None) -> Path:
     """The user data dir from settings (``RATTS_DATA_DIR`` or ratts.toml), or ``override``."""
-    return override if override is not None else load_settings().data_dir
+    # ``ratts models serve --write-settings`` may be about to create $RATTS_CONFIG
+    if override is not None:
+        return override
+    return load_settings(config_may_be_missing=True).data_dir
 
 
 def models_dir(base: Path | None = None) -> Path:

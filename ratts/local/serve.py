@@ -29,6 +29,7 @@ from ratts.errors import RattsError
 from ratts.local.prepare import PreparedModel, data_dir, read_prepared, require_prepared
 from ratts.local.prompts import prompt_template
 from ratts.local.registry import MODELS, UnknownModelError, get_model, known_names
+from ratts.redact import redact
 from ratts.settings import PolicySpec
 
 DEFAULT_HOST = "127.0.0.1"
@@ -177,7 +178,7 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
-    return "\n".join(text.splitlines()[-lines:])
+    return redact("\n".join(text.splitlines()[-lines:]))  # vLLM may log its arguments
 
 
 def read_record(name: str, base: Path | None = None) -> ServerInfo | None:

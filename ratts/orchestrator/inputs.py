@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 import uuid
 
-from ratts.errors import InputError
+from ratts.errors import ConfigError, InputError
 from ratts.orchestrator.runner import Endpoints
+from ratts.settings import Settings
 from ratts.strategies import get_strategy, with_defaults
+from ratts.text import check_text
 from ratts.types import Budget, Problem, RunConfig, StrategyParams
 
 #: N of a forced strategy when neither ``params`` nor ``budget.n`` says otherwise.
@@ -43,7 +45,24 @@ def as_problem(question: str | Problem) -> Problem:
         raise InputError(f"expected a question string or a Problem, got {type(question).__name__}")
     if not problem.question.strip():
         raise InputError("the question is empty")
+    check_text(problem.question)
+    if problem.answer is not None:
+        check_text(problem.answer, "the gold answer")
     return problem
+
+
+def check_prices(settings: Settings, budget: Budget | None, policy: str | None) -> None:
+    """A dollar budget means nothing without prices: every config would look free and the
+    largest would win. Refuse it before anything (the probe included) is spent."""
+    if budget is None or budget.usd is None:
+        return
+    specs = [settings.policy(policy)] if policy else settings.policies
+    if specs and all(s.usd_per_mtok_prompt == 0 and s.usd_per_mtok_completion == 0 for s in specs):
+        names = ", ".join(s.name for s in specs)
+        raise ConfigError(
+            f"a budget in dollars needs prices, but policy {names} has none: set "
+            "usd_per_mtok_prompt and usd_per_mtok_completion in ratts.toml"
+        )
 
 
 def forced_config(

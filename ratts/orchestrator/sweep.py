@@ -16,6 +16,7 @@ Why it is shaped like this:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from ratts.orchestrator.runner import DbThread, Endpoints, Runner, dataset_of
 from ratts.orchestrator.sweep_config import validate_configs
 from ratts.settings import Settings
 from ratts.store import RunKey, Store, budget_label, problem_key
+from ratts.store.claims import DEFAULT_LEASE_S, WorkQueue
 from ratts.strategies.probe import DEFAULT_K, probe_config
 from ratts.types import Problem, RunConfig, StrategyParams
 
@@ -214,6 +216,74 @@ async def drive(
         db.close()
 
 
+async def drive_claimed(
+    items: Sequence[SweepItem],
+    store: Store,
+    endpoints: Endpoints,
+    worker: str,
+    *,
+    concurrency: int = 16,
+    retry_failed: bool = False,
+    lease_s: float = DEFAULT_LEASE_S,
+    poll_s: float = 2.0,
+    on_progress: Callable[[SweepStats], None] | None = None,
+) -> SweepStats:
+    """``drive``, as one of several workers sharing ``store``: claim a batch of runs
+    (``ratts.store.claims``), run it while renewing the leases, finish the claims, repeat.
+
+    Returns when every planned run is logged. Runs other workers hold are waited for: if a
+    worker dies its leases pass and they are claimed here, so nothing is lost. Workers
+    must sweep the same dataset and configs (claims are scoped to this plan's configs).
+    """
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+    db = DbThread()
+    queue = WorkQueue(store, worker, lease_s=lease_s)
+    index = {item.key: item for item in items}
+    config_keys = {item.key.config_key for item in items}
+    include_failed = not retry_failed
+    try:
+        done = await db(store.done_keys, include_failed=include_failed)
+        await db(queue.enqueue, [k for k in index if k not in done])
+        sweep = _Sweep(
+            Runner(endpoints, store, db), retry_failed=retry_failed, on_progress=on_progress
+        )
+        s = sweep.stats
+        s.planned, s.skipped = len(items), sum(1 for k in index if k in done)
+        s.todo = s.planned - s.skipped
+        sweep._tick()
+        while True:
+            keys = await db(
+                queue.claim, concurrency, include_failed=include_failed, config_keys=config_keys
+            )
+            mine = [k for k in keys if k in index]
+            await db(queue.release, [k for k in keys if k not in index])  # another plan's
+            if not mine:
+                logged = await db(store.done_keys, include_failed=include_failed)
+                if all(k in logged for k in index):
+                    await db(queue.prune)  # claims left by workers that died after logging
+                    return s
+                await asyncio.sleep(poll_s)  # held by live workers, or leases not yet passed
+                continue
+
+            async def heartbeat(held: list[RunKey]) -> None:
+                while True:
+                    await asyncio.sleep(lease_s / 3)
+                    await db(queue.renew, held)
+
+            beat = asyncio.create_task(heartbeat(mine))
+            try:
+                await asyncio.gather(*(sweep.run_item(index[k]) for k in mine))
+            finally:
+                beat.cancel()
+                await asyncio.gather(beat, return_exceptions=True)
+            await db(queue.finish, mine)
+    finally:
+        with contextlib.suppress(Exception):  # a clean exit hands unfinished claims back
+            await db(queue.release)
+        db.close()
+
+
 async def run_sweep(
     problems: Sequence[Problem],
     configs: Sequence[RunConfig],
@@ -224,8 +294,13 @@ async def run_sweep(
     concurrency: int = 16,
     retry_failed: bool = False,
     on_progress: Callable[[SweepStats], None] | None = None,
+    worker: str | None = None,
+    lease_s: float = DEFAULT_LEASE_S,
 ) -> SweepStats:
     """Run every (problem, config) not yet logged and log each as it finishes.
+
+    With ``worker`` (a name unique among the workers) the sweep shares the store with other
+    workers, on other machines too, by claiming rows (``drive_claimed``).
 
     ``dataset`` names the problems' dataset in the store (default: each problem's
     ``meta["dataset"]``). A run that raises is logged with its one-line error and counted as
@@ -243,8 +318,20 @@ async def run_sweep(
     try:
         for config in configs:  # build every client now: a bad endpoint spec fails up front
             endpoints.clients(config)
+        items = plan(problems, configs, dataset)
+        if worker is not None:
+            return await drive_claimed(
+                items,
+                store,
+                endpoints,
+                worker,
+                concurrency=concurrency,
+                retry_failed=retry_failed,
+                lease_s=lease_s,
+                on_progress=on_progress,
+            )
         return await drive(
-            plan(problems, configs, dataset),
+            items,
             store,
             endpoints,
             concurrency=concurrency,

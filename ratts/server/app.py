@@ -36,6 +36,8 @@ from ratts.errors import ConfigError, EndpointError, InputError, RattsError
 from ratts.orchestrator.orchestrator import Orchestrator
 from ratts.orchestrator.result import SolveResult
 from ratts.orchestrator.watch import ProgressEvent
+from ratts.redact import register as register_secret
+from ratts.server.limits import check_request, read_json
 from ratts.server.schemas import AUTO_MODEL, MODEL_PREFIX, ApiError, parse_request
 from ratts.server.streaming import (
     answer_text,
@@ -107,9 +109,11 @@ def create_app(
     ``default_timeout`` applies to requests that set none.
     """
     secret = token if token is not None else os.environ.get(TOKEN_ENV, "")
+    register_secret(secret)
     strategies = tuple(STRATEGIES)
     owned = orchestrator is None
     orch = orchestrator or Orchestrator(settings, **dict(orchestrator_options or {}))
+    limits = orch.settings.server_limits
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -177,11 +181,8 @@ def create_app(
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
         authorize(request)
-        try:
-            body = await request.json()
-        except ValueError:
-            raise ApiError(400, "the request body is not valid JSON") from None
-        req = parse_request(body)
+        req = parse_request(await read_json(request, limits))
+        check_request(req, limits)
         strategy = req.strategy(strategies)
         options: dict[str, Any] = {
             "budget": req.to_budget(),
@@ -190,6 +191,7 @@ def create_app(
             "strategy": strategy,
             "params": req.to_params(strategy),
             "timeout": req.timeout or default_timeout,
+            "meta": req.metadata,
         }
         if req.stream:
             include_usage = req.stream_options is not None and req.stream_options.include_usage
@@ -218,6 +220,14 @@ async def _solve_watching_disconnect(
         return await task
     except RattsError as exc:
         raise api_error(exc) from None
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # the server itself is cancelling this request
+        # we cancelled the solve because the client hung up: nobody reads this answer,
+        # and it is no error of ours (no traceback in the log)
+        log.info("client disconnected; solve cancelled")
+        raise ApiError(499, "client closed the request", code="client_closed") from None
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -3,7 +3,8 @@
 SQLite (the default) gets WAL, foreign keys and a busy timeout on every connection, and
 SQLAlchemy takes over ``BEGIN`` from the sqlite3 driver so a write transaction starts with
 ``BEGIN IMMEDIATE``: it waits for the write lock up front instead of failing half-way with
-"database is locked". Any other SQLAlchemy URL works unchanged.
+"database is locked". A plain ``postgresql://`` URL uses psycopg 3 (the ``postgres`` extra),
+the driver ratts ships with; any other SQLAlchemy URL works unchanged.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def make_engine(url: str | URL) -> Engine:
         parsed = make_url(url)
     except ArgumentError:
         raise StoreError(f"invalid database URL {where!r}") from None
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
     try:
         if parsed.get_backend_name() != "sqlite":
             return create_engine(parsed, pool_pre_ping=True)

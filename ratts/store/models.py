@@ -1,4 +1,4 @@
-"""The run-log schema: problems, configs, one row per run, and trained router versions.
+"""The run-log schema: problems, configs, one row per run, sweep claims, router versions.
 
 Migrations in ``ratts/store/migrations`` create exactly these tables; a test compares the two.
 Only portable column types are used, so any SQLAlchemy backend works unchanged.
@@ -67,12 +67,16 @@ class ConfigRow(Base):
 
 
 class RunRow(Base):
-    """One run of a config on a problem under a budget; unique per that triple."""
+    """One run of a config on a problem under a budget; unique per (that triple, repeat)."""
 
     __tablename__ = "runs"
     __table_args__ = (
         UniqueConstraint(
-            "problem_key", "config_key", "budget", name="uq_runs_problem_config_budget"
+            "problem_key",
+            "config_key",
+            "budget",
+            "repeat",
+            name="uq_runs_problem_config_budget_repeat",
         ),
         Index("ix_runs_config_key", "config_key"),
         Index("ix_runs_created_at", "created_at"),
@@ -84,6 +88,7 @@ class RunRow(Base):
     )
     config_key: Mapped[str] = mapped_column(String(32), ForeignKey("configs.key"))
     budget: Mapped[str] = mapped_column(String(128))
+    repeat: Mapped[int] = mapped_column(Integer, server_default="0")
     features: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     answer: Mapped[str | None] = mapped_column(Text)
     correct: Mapped[bool | None] = mapped_column(Boolean)
@@ -104,6 +109,26 @@ class RunRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class RunClaimRow(Base):
+    """A planned run of a distributed sweep, and the worker leasing it (if any).
+
+    ``lease_until`` is epoch seconds (UTC) from the claiming worker's clock; a claim whose
+    lease has passed is free again, so a dead worker's runs return to the pool.
+    """
+
+    __tablename__ = "run_claims"
+    __table_args__ = (Index("ix_run_claims_lease_until", "lease_until"),)
+
+    problem_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    config_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    budget: Mapped[str] = mapped_column(String(128), primary_key=True)
+    repeat: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    worker: Mapped[str | None] = mapped_column(String(255))
+    lease_until: Mapped[float | None] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class RouterModelRow(Base):
     """A trained router: where its artifact lives and how well it did."""
 
@@ -121,4 +146,5 @@ class RouterModelRow(Base):
 problems = Base.metadata.tables["problems"]
 configs = Base.metadata.tables["configs"]
 runs = Base.metadata.tables["runs"]
+run_claims = Base.metadata.tables["run_claims"]
 router_models = Base.metadata.tables["router_models"]

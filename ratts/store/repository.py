@@ -2,7 +2,7 @@
 
 Writes are short transactions, each committed on return, and idempotent: problems and
 configs are inserted once by key, and a run is inserted at most once per
-(problem, config, budget) by a UNIQUE constraint with insert-or-ignore (on SQLite and
+(problem, config, budget, repeat) by a UNIQUE constraint with insert-or-ignore (on SQLite and
 PostgreSQL through their dialects' ``ON CONFLICT DO NOTHING``; elsewhere by a savepoint).
 """
 
@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ratts.endpoints.usage import Usage
 from ratts.errors import StoreError
+from ratts.redact import redact
 from ratts.settings import default_db_url
 from ratts.store import migrate
 from ratts.store.engine import begin_read, begin_write, describe, make_engine, retry_locked
@@ -43,11 +44,15 @@ USAGE_COLUMNS = (
 
 
 class RunKey(NamedTuple):
-    """What makes a run unique in the log."""
+    """What makes a run unique in the log (``repeat`` numbers deliberate re-runs)."""
 
     problem_key: str
     config_key: str
     budget: str
+    repeat: int = 0
+
+
+RUN_KEY_COLUMNS = list(RunKey._fields)
 
 
 def problem_key(problem: Problem, dataset: str | None = None) -> str:
@@ -86,8 +91,10 @@ def _insert_ignore(conn: Connection, table: Table, values: dict[str, Any], keys:
     dialect = conn.dialect.name
     if dialect in ("sqlite", "postgresql"):
         ins = sqlite.insert(table) if dialect == "sqlite" else postgresql.insert(table)
-        result = conn.execute(ins.values(**values).on_conflict_do_nothing(index_elements=keys))
-        return bool(result.rowcount)
+        stmt = ins.values(**values).on_conflict_do_nothing(index_elements=keys)
+        # RETURNING, not rowcount: psycopg reports -1 for an INSERT SQLAlchemy adds
+        # RETURNING to on its own, so only a returned row says the insert happened.
+        return conn.execute(stmt.returning(*table.primary_key.columns)).first() is not None
     try:
         with conn.begin_nested():
             conn.execute(insert(table).values(**values))
@@ -118,7 +125,9 @@ class Store:
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         return StoreError(f"database {self.where}: {detail}")
 
-    def _write(self, fn: Callable[[Connection], T]) -> T:
+    def write(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` in one write transaction (retried while locked); errors as StoreError."""
+
         def attempt() -> T:
             with begin_write(self.engine) as conn:
                 return fn(conn)
@@ -128,7 +137,9 @@ class Store:
         except SQLAlchemyError as exc:
             raise self._fail(exc) from None
 
-    def _read(self, fn: Callable[[Connection], T]) -> T:
+    def read(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` in one read transaction; errors as StoreError."""
+
         def attempt() -> T:
             with begin_read(self.engine) as conn:
                 return fn(conn)
@@ -168,13 +179,13 @@ class Store:
     def upsert_problem(self, problem: Problem, dataset: str | None = None) -> str:
         """Insert the problem once; returns its key."""
         values = self._problem_values(problem, dataset)
-        self._write(lambda c: _insert_ignore(c, problems, values, ["key"]))
+        self.write(lambda c: _insert_ignore(c, problems, values, ["key"]))
         return str(values["key"])
 
     def upsert_config(self, config: RunConfig) -> str:
         """Insert the config once; returns ``config.key()``."""
         values = self._config_values(config)
-        self._write(lambda c: _insert_ignore(c, configs, values, ["key"]))
+        self.write(lambda c: _insert_ignore(c, configs, values, ["key"]))
         return str(values["key"])
 
     # -- runs -----------------------------------------------------------------------------
@@ -194,8 +205,10 @@ class Store:
         error: str | None = None,
         router_version: str | None = None,
         replace_failed: bool = False,
+        repeat: int = 0,
     ) -> bool:
-        """Log one run in one transaction; False if that (problem, config, budget) exists.
+        """Log one run in one transaction; False if that (problem, config, budget, repeat)
+        exists.
 
         ``replace_failed`` first deletes a recorded failure for the same key, so a retry
         can take its place (a recorded success is never replaced).
@@ -207,13 +220,14 @@ class Store:
             "problem_key": p_values["key"],
             "config_key": c_values["key"],
             "budget": budget,
+            "repeat": repeat,
             "features": _jsonable(features),
             "answer": answer,
             "correct": correct,
             "final_reward": final_reward,
             **{name: getattr(usage, name) for name in USAGE_COLUMNS},
             "seconds": usage.wall_seconds,
-            "error": " ".join(error.split()) if error is not None else None,
+            "error": redact(" ".join(error.split())) if error is not None else None,
             "router_version": router_version,
             "created_at": _now(),
         }
@@ -227,39 +241,41 @@ class Store:
                         runs.c.problem_key == p_values["key"],
                         runs.c.config_key == c_values["key"],
                         runs.c.budget == budget,
+                        runs.c.repeat == repeat,
                         runs.c.error.is_not(None),
                     )
                 )
-            return _insert_ignore(conn, runs, run_values, ["problem_key", "config_key", "budget"])
+            return _insert_ignore(conn, runs, run_values, RUN_KEY_COLUMNS)
 
-        return self._write(write)
+        return self.write(write)
 
     def done_keys(
         self, *, include_failed: bool = True, config_keys: Iterable[str] | None = None
     ) -> set[RunKey]:
         """Keys already recorded (failures too unless ``include_failed`` is False)."""
-        query = select(runs.c.problem_key, runs.c.config_key, runs.c.budget)
+        query = select(*(runs.c[name] for name in RUN_KEY_COLUMNS))
         if not include_failed:
             query = query.where(runs.c.error.is_(None))
         if config_keys is not None:
             query = query.where(runs.c.config_key.in_(list(config_keys)))
-        return self._read(lambda c: {RunKey(*row) for row in c.execute(query)})
+        return self.read(lambda c: {RunKey(*row) for row in c.execute(query)})
 
     def has_run(self, key: RunKey, *, include_failed: bool = True) -> bool:
         query = select(runs.c.id).where(
             runs.c.problem_key == key.problem_key,
             runs.c.config_key == key.config_key,
             runs.c.budget == key.budget,
+            runs.c.repeat == key.repeat,
         )
         if not include_failed:
             query = query.where(runs.c.error.is_(None))
-        return self._read(lambda c: c.execute(query.limit(1)).first() is not None)
+        return self.read(lambda c: c.execute(query.limit(1)).first() is not None)
 
     def count_runs(self, *, failed: bool | None = None) -> int:
         query = select(func.count()).select_from(runs)
         if failed is not None:
             query = query.where(runs.c.error.is_not(None) if failed else runs.c.error.is_(None))
-        return self._read(lambda c: int(c.execute(query).scalar_one()))
+        return self.read(lambda c: int(c.execute(query).scalar_one()))
 
     def runs(
         self,
@@ -274,7 +290,8 @@ class Store:
         """Runs joined with their problem and config, one plain dict per run.
 
         Keys: run_id, problem_key, dataset, problem_id, question, gold, problem_meta,
-        config_key, policy, prm, strategy, params, label, budget, features, answer, correct,
+        config_key, policy, prm, strategy, params, label, budget, repeat, features, answer,
+        correct,
         final_reward, the usage columns, seconds, error, router_version, created_at.
         """
         query = (
@@ -293,6 +310,7 @@ class Store:
                 configs.c.params,
                 configs.c.label,
                 runs.c.budget,
+                runs.c.repeat,
                 runs.c.features,
                 runs.c.answer,
                 runs.c.correct,
@@ -317,7 +335,7 @@ class Store:
             query = query.where(runs.c.error.is_not(None))
         if limit is not None:
             query = query.limit(limit)
-        return self._read(lambda c: [dict(row._mapping) for row in c.execute(query)])
+        return self.read(lambda c: [dict(row._mapping) for row in c.execute(query)])
 
     # -- router models --------------------------------------------------------------------
 
@@ -350,12 +368,12 @@ class Store:
             except IntegrityError:
                 raise StoreError(f"router version {version!r} is already registered") from None
 
-        self._write(write)
+        self.write(write)
 
     def router_models(self) -> list[dict[str, Any]]:
         """Every registered router, oldest first."""
         query = select(router_models).order_by(router_models.c.id)
-        return self._read(lambda c: [dict(r._mapping) for r in c.execute(query)])
+        return self.read(lambda c: [dict(r._mapping) for r in c.execute(query)])
 
     def current_router_model(self) -> dict[str, Any] | None:
         query = (
@@ -369,7 +387,7 @@ class Store:
             row = conn.execute(query).first()
             return dict(row._mapping) if row is not None else None
 
-        return self._read(read)
+        return self.read(read)
 
 
 def open_store(url: str | None = None, *, upgrade: bool = True) -> Store:

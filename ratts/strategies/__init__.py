@@ -1,4 +1,4 @@
-"""Test-time scaling strategies by name: cot, majority, best_of_n, beam_search, dvts.
+"""Test-time scaling strategies by name: cot, majority, best_of_n, beam_search, dvts, adaptive.
 
 Adding a strategy is one new file (a ``Strategy`` subclass with its traits) plus a
 ``register_strategy`` call; every other layer reads the traits from the registry.
@@ -7,6 +7,7 @@ Adding a strategy is one new file (a ``Strategy`` subclass with its traits) plus
 from __future__ import annotations
 
 from ratts.errors import ConfigError, UnknownStrategyError
+from ratts.strategies.adaptive import AdaptiveConsistency
 from ratts.strategies.base import ScoredStrategy, Strategy
 from ratts.strategies.beam_search import BeamSearch
 from ratts.strategies.best_of_n import BestOfN
@@ -61,12 +62,13 @@ def with_defaults(strategy: str, params: StrategyParams) -> StrategyParams:
     return params.model_copy(update=update) if update else params
 
 
-for _builtin in (CoT, Majority, BestOfN, BeamSearch, DVTS):
+for _builtin in (CoT, Majority, BestOfN, BeamSearch, DVTS, AdaptiveConsistency):
     register_strategy(_builtin)
 
 __all__ = [
     "DVTS",
     "STRATEGIES",
+    "AdaptiveConsistency",
     "BeamSearch",
     "BestOfN",
     "CoT",

@@ -13,6 +13,7 @@ from dataclasses import replace
 from ratts.endpoints.policy import Policy
 from ratts.endpoints.prm import PRM
 from ratts.strategies import STRATEGIES, get_strategy
+from ratts.strategies.adaptive import AdaptiveConsistency
 from ratts.strategies.probe import ProbeResult
 from ratts.strategies.sampling import RunLedger, derive_seed, require_prm, solution_candidate
 from ratts.strategies.scoring import majority_index, off_loop, select
@@ -96,6 +97,9 @@ async def run_with_probe(
         replace(c, steps=list(c.steps), step_scores=list(c.step_scores))
         for c in result.candidates[:n]
     ]
+    if isinstance(strategy, AdaptiveConsistency):  # it decides itself how many more to draw
+        run.event("reuse_probe", reused=len(reused), extra=None)
+        return await strategy.continue_from(run, problem, policy, reused)
     extra = n - len(reused)
     run.event("reuse_probe", reused=len(reused), extra=extra)
     fresh: list[Candidate] = []

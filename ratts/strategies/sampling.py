@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,9 +33,16 @@ def check_positive(label: str, value: int, param: str) -> None:
 
 
 def check_common(params: StrategyParams) -> None:
-    """Checks every strategy shares: a positive budget and positive token limits."""
+    """Checks every strategy shares: a positive budget and token limits, sane sampling."""
     check_positive("N", params.n, "n")
     check_positive("max_tokens", params.max_tokens, "max_tokens")
+    # refused here, up front, not by the server on every run of a sweep
+    if not math.isfinite(params.temperature) or params.temperature < 0:
+        raise InvalidParamsError(
+            f"temperature must be 0 or more, got {params.temperature:g}", param="temperature"
+        )
+    if not math.isfinite(params.top_p) or not 0 < params.top_p <= 1:
+        raise InvalidParamsError(f"top_p must be in (0, 1], got {params.top_p:g}", param="top_p")
 
 
 def check_tree(label: str, params: StrategyParams) -> None:

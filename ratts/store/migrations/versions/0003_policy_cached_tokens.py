@@ -3,8 +3,8 @@
 FLOPs charge fresh prefill only; the cached part is logged apart so the log's token totals
 still match the server's counters.
 
-Revision ID: 0002_cached
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-12-01
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002_cached"
-down_revision: str | None = "0001"
+revision: str = "0003"
+down_revision: str | None = "0002"
 branch_labels: str | None = None
 depends_on: str | None = None
 
