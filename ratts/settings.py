@@ -140,6 +140,12 @@ class PolicySpec(Replicated):
             "ends (vLLM, OpenAI; completions only); off for servers that cannot stream"
         ),
     )
+    context_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="context length in tokens (default: the max_model_len the server's "
+        "/v1/models reports, if any)",
+    )
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
     api: PolicyAPI = "completions"
@@ -190,7 +196,12 @@ class PRMSpec(Replicated):
     model: str | None = None
     format: PRMFormatName | None = None
     api_key_env: str | None = None
-    params: float = Field(default=0.0, ge=0, description="parameter count, for FLOPs")
+    params: float | None = Field(
+        default=None,
+        ge=0,
+        description="parameter count, for FLOPs (a model PRM without it cannot serve a FLOPs "
+        "budget)",
+    )
     usd_per_mtok: float = Field(default=0.0, ge=0)
     max_concurrency: int = Field(default=16, ge=1)
     batch_size: int = Field(default=32, ge=1, description="candidates per /pooling request")
@@ -216,6 +227,21 @@ class PRMSpec(Replicated):
         if self.kind == "transformers" and not self.model:
             raise ValueError(f"PRM {self.name!r} of kind transformers needs model")
         return self
+
+    @property
+    def flops_params(self) -> float:
+        """Parameters charged per PRM token: the programmatic verifier has none; a model
+        PRM without a count is charged 0 here, and ``check_flops_known`` refuses it where a
+        FLOPs budget depends on it."""
+        return self.params or 0.0
+
+    def check_flops_known(self) -> None:
+        """ConfigError unless this PRM's FLOPs are known (a parameter count, or no model)."""
+        if self.params is None and self.kind != "arithmetic":
+            raise ConfigError(
+                f"PRM {self.name!r} has no parameter count, so its FLOPs are unknown: "
+                "set params in its [[prms]] entry to use a FLOPs budget"
+            )
 
     def api_key(self) -> str:
         return api_key("PRM", self.name, self.api_key_env)

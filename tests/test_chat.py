@@ -220,7 +220,7 @@ def test_router_candidates_leave_stepwise_out_for_a_policy_that_cannot_continue(
         name: {c.strategy for c in configs if c.policy == name}
         for name in ("local", "hosted", "prefill")
     }
-    assert by_policy["hosted"] == {"cot", "majority", "best_of_n"}
+    assert by_policy["hosted"] == {"cot", "majority", "adaptive", "best_of_n"}
     assert "beam_search" in by_policy["local"] and "beam_search" in by_policy["prefill"]
 
 

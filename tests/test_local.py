@@ -350,6 +350,9 @@ def test_vllm_command_carries_the_workarounds(tmp_path: Path) -> None:
     assert "--no-enable-chunked-prefill" in cmd and "--enforce-eager" in cmd
     batched = int(cmd[cmd.index("--max-num-batched-tokens") + 1])
     assert batched >= int(cmd[cmd.index("--max-model-len") + 1])
+    assert "--enable-prompt-tokens-details" in cmd  # cached prompt tokens are reported
+    small = vllm_command(prepared, "127.0.0.1", 8102, False, max_model_len=512)
+    assert small[small.index("--max-model-len") + 1] == "512"
 
 
 def test_known_start_failures_get_a_hint() -> None:

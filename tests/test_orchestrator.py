@@ -126,11 +126,14 @@ async def test_forced_strategy_runs_without_probe(
 async def test_probe_samples_are_reused_by_best_of_n(
     tmp_path: Path, sim: SimServer, strong_policy_spec: PolicySpec, prm_spec: PRMSpec
 ) -> None:
-    # A large policy on an easy question: the cold-start rule picks Best-of-N, largest N
-    # in budget (16); after the probe's 4 samples only 12 more are drawn.
-    settings = make_settings(tmp_path, [strong_policy_spec], [prm_spec])
+    # A 72B policy: the cold-start rule picks Best-of-N, largest N in budget (16); after
+    # the probe's 4 samples only 12 more are drawn. (The question is one the probe does
+    # not answer unanimously: a unanimous probe is answered from the probe itself.)
+    large = strong_policy_spec.model_copy(update={"params": 7.2e10})
+    settings = make_settings(tmp_path, [large], [prm_spec])
     async with Orchestrator(settings) as orch:
-        result = await orch.solve(puzzle("easy", 0.02), budget=16)
+        result = await orch.solve(puzzle("easy", 0.7), budget=16)
+    assert result.features["probe_agreement"] < 1.0
     assert result.config.strategy == "best_of_n" and result.config.params.n == 16
     stats = sim.stats()
     assert stats["choices"] == 16 and stats["requests"]["completions"] == 2

@@ -122,17 +122,22 @@ def test_cold_start_is_the_papers_rule() -> None:
     router = Router(cfg)  # no store: nothing trained, so the rule decides
     easy = {"probe_agreement": 1.0, "probe_prm_mean": 0.9}
     hard = {"probe_agreement": 0.25, "probe_prm_mean": 0.2}
+    # issue 12's rule: < 7B Best-of-N easy, beam hard; 7B-72B DVTS easy, beam hard
     small = router.choose(easy, Budget(n=16), policy="small")
-    assert (small.config.strategy, small.config.params.n) == ("beam_search", 16)
+    assert (small.config.strategy, small.config.params.n) == ("best_of_n", 16)
+    small_hard = router.choose(hard, Budget(n=16), policy="small")
+    assert (small_hard.config.strategy, small_hard.config.params.n) == ("beam_search", 16)
     large = router.choose(easy, Budget(n=16), policy="large")
-    assert (large.config.strategy, large.config.params.n) == ("best_of_n", 16)
+    assert (large.config.strategy, large.config.params.n) == ("dvts", 16)
     large_hard = router.choose(hard, Budget(n=64), policy="large")
     assert (large_hard.config.strategy, large_hard.config.params.n) == ("beam_search", 64)
     assert "cold start" in large_hard.reason and large_hard.predicted_accuracy is None
+    assert rule.strategy_for("huge", "hard") == "beam_search"  # unknown size counts as small
+    assert ColdStartRouter({"huge": 7.2e10}).strategy_for("huge", "hard") == "best_of_n"
     assert rule.difficulty(hard) == "hard" and rule.difficulty(easy) == "not hard"
     assert rule.difficulty({}) == "unknown"
     # the largest N within budget, whatever the unit
-    capped = router.choose(easy, Budget(n=20), policy="large")
+    capped = router.choose(easy, Budget(n=20), policy="small")
     assert capped.config.params.n == 16 and capped.within_budget
 
 
@@ -140,7 +145,7 @@ def test_cold_start_without_probe_features_and_with_nothing_in_budget() -> None:
     cfg = deployment()
     router = Router(cfg)
     unknown = router.choose({}, Budget(n=4), policy="large")
-    assert unknown.config.strategy == "best_of_n" and unknown.config.params.n == 4
+    assert unknown.config.strategy == "dvts" and unknown.config.params.n == 4  # 70B: 7B-72B
     none_fit = router.choose({}, Budget(tokens=1), policy="small")
     assert not none_fit.within_budget and "no candidate fits" in none_fit.reason
     assert router.probe_spec().policy == "small" and router.probe_spec().k == 4
@@ -151,6 +156,8 @@ def test_candidate_configs_cover_the_deployment() -> None:
     labels = {c.label() for c in configs}
     assert "cot(N=1)@small" in labels and "majority(N=16)@large" in labels
     assert "beam_search(N=4,M=4)@small+prm" in labels and "best_of_n(N=16)@large+prm" in labels
-    assert len(configs) == 2 * (1 + 2 + 2 + 2)
+    assert "dvts(N=16,M=4)@large+prm" in labels  # issue 11: DVTS is a default candidate
+    assert "adaptive(N=16)@large" in labels
+    assert len(configs) == 2 * (1 + 2 + 2 + 2 + 2 + 2)
     with pytest.raises(ConfigError, match="unknown policy"):
         candidate_configs(deployment(), policies=["nope"])

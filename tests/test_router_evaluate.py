@@ -11,7 +11,7 @@ from ratts.errors import RouterError
 from ratts.router.candidates import record_config
 from ratts.router.evaluate import EvalConfig, Point, evaluate, frontier_at, pareto
 from ratts.router.report import format_table, plot_curves
-from ratts.router.train import split_problems
+from ratts.router.train import question_texts, split_problems
 
 FAST = {"max_iter": 60, "min_samples_leaf": 5}
 
@@ -68,7 +68,9 @@ def test_evaluation_needs_probes_and_complete_problems() -> None:
     strong_cot = WORLD[2][0].key()
 
     # the strong config logged on the training problems only
-    _, test_ids = split_problems({r["problem_id"] for r in log}, 0.3, seed=5)
+    _, test_ids = split_problems(
+        {r["problem_id"] for r in log}, 0.3, seed=5, texts=question_texts(log)
+    )  # the evaluator's split: grouped by question text
     kept = [
         r
         for r in log

@@ -170,6 +170,7 @@ def test_models_lists_auto_and_every_strategy(client: openai.OpenAI) -> None:
         "ratts/best_of_n",
         "ratts/beam_search",
         "ratts/dvts",
+        "ratts/adaptive",
     }
 
 

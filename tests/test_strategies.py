@@ -92,19 +92,19 @@ def assert_usage_matches(outcome: Outcome, stats: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- registry
 
 
-def test_registry_holds_the_five_strategies() -> None:
-    assert list(STRATEGIES) == ["cot", "majority", "best_of_n", "beam_search", "dvts"]
+def test_registry_holds_the_six_strategies() -> None:
+    assert list(STRATEGIES) == ["cot", "majority", "best_of_n", "beam_search", "dvts", "adaptive"]
     for name, strategy in STRATEGIES.items():
         assert get_strategy(name) is strategy
         assert strategy.name == name
-    assert [s.needs_prm for s in STRATEGIES.values()] == [False, False, True, True, True]
+    assert [s.needs_prm for s in STRATEGIES.values()] == [False, False, True, True, True, False]
 
 
 def test_unknown_strategy_is_one_line_error() -> None:
     with pytest.raises(UnknownStrategyError) as err:
         get_strategy("x")
     assert str(err.value) == (
-        "unknown strategy 'x'; choose one of: cot, majority, best_of_n, beam_search, dvts"
+        "unknown strategy 'x'; choose one of: cot, majority, best_of_n, beam_search, dvts, adaptive"
     )
 
 
@@ -132,6 +132,8 @@ def test_finished_rules_whole_solution_mode() -> None:
     other = Choice("Step 1: x.", "weird", None)
     assert solution_candidate(eos, SEP).finished
     assert solution_candidate(cut, SEP).finished  # the model had its whole budget
+    assert solution_candidate(cut, SEP).answer is None  # "2" is no answer it wrote
+    assert solution_candidate(eos, SEP).answer == "4"
     c = solution_candidate(boxed, SEP)
     assert c.finished and c.answer == "4" and c.steps == ["Step 1: x.", "The answer is \\boxed{4}."]
     assert not solution_candidate(other, SEP).finished
@@ -142,8 +144,11 @@ def test_finished_rules_step_mode() -> None:
     at_sep = extend_candidate(parent, Choice("Step 2: y = 4.", "stop", SEP), SEP)
     assert not at_sep.finished and at_sep.steps == [*parent, "Step 2: y = 4."]
     assert at_sep.answer is None  # "4" is an intermediate value, not an answer
-    cut = extend_candidate(parent, Choice("Step 2: y =", "length", None), SEP)
-    assert not cut.finished  # a step cut by its token limit is just a step
+    # issue 11: a step cut by its token limit is terminal, with an answer only if it wrote one
+    cut = extend_candidate(parent, Choice("Step 2: y = 4 and", "length", None), SEP)
+    assert cut.finished and cut.answer is None and cut.steps == [*parent, "Step 2: y = 4 and"]
+    cut_stated = extend_candidate(parent, Choice("The answer is 7.\nSince", "length", None), SEP)
+    assert cut_stated.finished and cut_stated.answer == "7"
     eos = extend_candidate(parent, Choice("So y is four.", "stop", None), SEP)
     assert eos.finished
     other_stop = extend_candidate(parent, Choice("Step 2", "stop", "</s>"), SEP)
@@ -152,6 +157,7 @@ def test_finished_rules_step_mode() -> None:
     assert boxed.finished and boxed.answer == "7"
     blank = extend_candidate(parent, Choice("  ", "stop", SEP), SEP)
     assert blank.steps == parent and parent == ["Step 1: x = 3."]  # parent never mutated
+    assert blank.finished  # issue 11: an empty step is terminal (nothing new to grow)
 
 
 # ---------------------------------------------------------------- end to end
@@ -270,19 +276,31 @@ async def test_beam_search_stops_when_the_pool_is_full(
     assert outcome.answer == gold_answer(EASY)
 
 
-async def test_beam_search_max_steps_leaves_unfinished_beams(
+async def test_beam_search_max_steps_rolls_kept_beams_out_to_an_answer(
     sim: SimServer, strong: PolicyClient, prm: PRM
 ) -> None:
+    """issue 11: at max_steps with nothing finished, each kept beam gets one whole-solution
+    continuation, so the outcome has an answer (it used to be None)."""
     params = StrategyParams(n=8, beam_width=2, max_steps=2, seed=5)
     outcome = await get_strategy("beam_search").run(
         Problem(id="e", question=EASY), strong, prm, params
     )
     steps = [e for e in outcome.trace if e["event"] == "step"]
     assert [e["k"] for e in steps] == [1, 2]
-    assert len(outcome.candidates) == 4  # the kept beams join the pool unfinished
-    assert all(not c.finished and len(c.steps) == 2 for c in outcome.candidates)
-    assert outcome.selected_index is not None and outcome.answer is None
-    assert sim.stats()["requests"]["completions"] == 1 + 4
+    assert all(e["finished"] == 0 for e in steps)  # nothing finished within max_steps
+    rollouts = [e for e in outcome.trace if e["event"] == "rollout"]
+    assert rollouts == [{"event": "rollout", "beams": 4}]
+    assert len(outcome.candidates) == 4  # one rolled-out leaf per kept beam
+    assert all(c.finished and len(c.steps) > 2 for c in outcome.candidates)
+    assert all(len(c.step_scores) == len(c.steps) for c in outcome.candidates)
+    assert outcome.answer == gold_answer(EASY)
+    stats = sim.stats()
+    calls = completions(stats)
+    # seeded, so one request per beam: the root, 4 step-2 requests, 4 rollouts to the end
+    assert len(calls) == 1 + 4 + 4
+    assert [c["n"] for c in calls[-4:]] == [1] * 4
+    assert stats["requests"]["pooling"] == 3  # two steps and the rollout, one call each
+    assert_usage_matches(outcome, stats)
 
 
 async def test_beam_search_is_reproducible_with_a_seed(

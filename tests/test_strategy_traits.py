@@ -76,6 +76,7 @@ def test_builtin_traits() -> None:
         "best_of_n": (True, False, None, True),
         "beam_search": (True, True, None, False),
         "dvts": (True, True, None, False),
+        "adaptive": (False, False, None, True),
     }
 
 

@@ -95,6 +95,10 @@ def serve_cmd(
     ] = 1,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     timeout: Annotated[float, typer.Option(help="seconds to wait for start-up")] = 900.0,
+    max_model_len: Annotated[
+        int | None,
+        typer.Option("--max-model-len", help="context length in tokens (default: 2048)"),
+    ] = None,
     write_settings: Annotated[
         bool,
         typer.Option(
@@ -106,11 +110,17 @@ def serve_cmd(
     """Start vLLM's OpenAI server on a prepared model (or N replicas of it) and wait until
     each answers."""
     from ratts.local import ServeError, policy_spec, upsert_policy
-    from ratts.local.serve import start_servers
+    from ratts.local.serve import MAX_MODEL_LEN, start_servers
 
     try:
         infos = start_servers(
-            name, replicas, port=port, host=host, timeout_s=timeout, progress=_progress
+            name,
+            replicas,
+            port=port,
+            host=host,
+            timeout_s=timeout,
+            progress=_progress,
+            max_model_len=MAX_MODEL_LEN if max_model_len is None else max_model_len,
         )
     except ServeError as exc:
         if exc.log_tail:

@@ -143,6 +143,12 @@ def show(
             plain(r["artifact_path"]),
         )
     wide_stdout().print(table)
+    for r in rows:  # provenance and training summary of shipped or bench-trained routers
+        m = r["metrics"] or {}
+        if "provenance" in m:
+            typer.echo(f"{r['version']} provenance: {json.dumps(m['provenance'])}")
+        if "training" in m:
+            typer.echo(f"{r['version']} training: {json.dumps(m['training'])}")
 
 
 @app.command()
@@ -184,6 +190,8 @@ def eval_(
     difficulty bins (paper rule), per-problem oracle, majority vote."""
     from ratts.router import ProbeSpec
     from ratts.router.evaluate import EvalConfig, evaluate
+    from ratts.router.offpolicy import estimate, trained_target
+    from ratts.router.registry import RouterRegistry
     from ratts.router.report import format_table, plot_curves
     from ratts.router.train import records_from_store
     from ratts.store import open_store
@@ -200,6 +208,7 @@ def eval_(
     store = open_store(db or load_settings(settings).db_url)
     try:
         records = records_from_store(store, dataset=dataset)
+        current = RouterRegistry(store).current()
     finally:
         store.close()
     report = evaluate(
@@ -207,10 +216,24 @@ def eval_(
         EvalConfig(seed=seed, test_fraction=test_fraction, unit=cast(Unit, unit), probe=spec),
     )
     typer.echo(format_table(report))
+    off = None
+    if current is not None:
+        off = estimate(records, trained_target(current[1]))
+        if off.routed_rows:
+            typer.echo(
+                f"off-policy ({current[0]} on {off.routed_rows} logged routed runs, "
+                f"{off.matched} matching its choice): IPS {off.ips:.3f}, SNIPS "
+                + ("n/a" if off.snips is None else f"{off.snips:.3f}")
+                + f"; the logging policy scored {off.logged_accuracy:.3f}"
+            )
+        else:
+            typer.echo("off-policy: no logged routed runs (route with ratts solve/serve)")
     if png is not None:
         plot_curves(report, png)
         typer.echo(f"wrote {png}")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_dict(), indent=2))
+        data = report.to_dict()
+        data["off_policy"] = off.to_dict() if off is not None else None
+        json_out.write_text(json.dumps(data, indent=2))
         typer.echo(f"wrote {json_out}")

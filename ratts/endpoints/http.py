@@ -103,11 +103,18 @@ class JsonHttp:
 
     async def post(self, path: str, payload: dict[str, Any]) -> bytes:
         """POST ``payload`` to ``path`` under the base URL; the raw body of a 2xx answer."""
+        return await self._request("POST", path, encode(payload))
+
+    async def get(self, path: str) -> bytes:
+        """GET ``path`` under the base URL; the raw body of a 2xx answer."""
+        return await self._request("GET", path, None)
+
+    async def _request(self, method: str, path: str, data: bytes | None) -> bytes:
         import aiohttp
 
         session = self._open()
         try:
-            async with session.post(self.base_url + path, data=encode(payload)) as response:
+            async with session.request(method, self.base_url + path, data=data) as response:
                 body = await response.read()
                 if response.status >= 400:
                     raise HttpStatusError(

@@ -23,6 +23,12 @@ from typing import Any, Protocol, TypedDict, Unpack, runtime_checkable
 from ratts.endpoints.admission import Grant, Lease
 from ratts.endpoints.chat import CHAT_SPLIT, chat_body, chat_prompt
 from ratts.endpoints.closing import AsyncClosing
+from ratts.endpoints.context import (
+    ContextWindow,
+    context_from_error,
+    context_from_models,
+    is_context_error,
+)
 from ratts.endpoints.http import HttpStatusError, JsonHttp
 from ratts.endpoints.pool import EndpointPool, MalformedResponse, RetryPolicy, Timed, gather_all
 from ratts.endpoints.responses import Choice, ParsedCompletion, StopReading, parse_completion
@@ -66,6 +72,16 @@ class _Piece:
     members: list[int]
     k: int
     timed: Timed[ParsedCompletion]
+
+
+class _ContextExceeded(Exception):
+    """The server answered 400: the prompt (or prompt + max_tokens) exceeds its context."""
+
+
+def ended_choices(n: int) -> CompletionResult:
+    """The answer to a prompt that no longer fits the context: the branch ends where it
+    stands (``finish_reason="length"`` with no text), nothing was generated or spent."""
+    return CompletionResult(choices=[Choice("", "length")] * n, usage=Usage())
 
 
 def _estimate_tokens(text: str) -> int:
@@ -191,10 +207,11 @@ class PolicyClient(AsyncClosing):
       each sequence's slot frees as its choice finishes;
     - bounded retries with exponential backoff on 429, 5xx, timeouts and connection errors;
     - typed errors from ratts.errors with one-line messages;
-    - Usage from the server's ``usage`` field (+ FLOPs = 2 x params x tokens, dollars from
-      the spec's prices). ``request_seconds`` sums the HTTP time of every attempt (failed
-      attempts included, queueing and backoff excluded); ``policy_requests`` counts the
-      successful HTTP requests (failed attempts are logged, not counted).
+    - Usage from the server's ``usage`` field (+ FLOPs = 2 x params x tokens, prefix-cached
+      prompt tokens excluded; dollars from the spec's prices). ``request_seconds`` sums
+      the HTTP time of every attempt (failed attempts included, queueing and backoff
+      excluded); ``policy_requests`` counts the successful HTTP requests (failed attempts
+      are logged, not counted).
     """
 
     spec: PolicySpec
@@ -208,6 +225,9 @@ class PolicyClient(AsyncClosing):
         self._chat = spec.api == "chat"
         self._n_supported = spec.supports_n
         self._lists_supported = not self._chat  # the chat API takes one conversation
+        self._window = ContextWindow(spec.context_tokens)
+        self._context_asked = spec.context_tokens is not None
+        self._context_lock = asyncio.Lock()  # concurrent first calls wait for one /models
 
     @property
     def name(self) -> str:
@@ -233,6 +253,32 @@ class PolicyClient(AsyncClosing):
             return chat_prompt(self.spec, question)
         return self.spec.prompt_template.format(question=question)
 
+    @property
+    def context_tokens(self) -> int | None:
+        """The policy's context length, once known (settings, /v1/models or a 400)."""
+        return self._window.tokens
+
+    async def _learn_context(self) -> None:
+        """Ask ``/v1/models`` once for the served model's ``max_model_len`` (vLLM reports
+        it; hosted APIs mostly do not, and then the context stays unknown)."""
+        if self._context_asked:
+            return
+        async with self._context_lock:
+            if not self._context_asked:
+                await self._ask_models()
+                self._context_asked = True
+
+    async def _ask_models(self) -> None:
+        try:
+            # straight to the first replica, outside the pool: optional knowledge must
+            # neither spend retries nor count as "the endpoint answered" for outages
+            http = self._pool.replicas[0].http
+            body = json.loads(await self._post(http, "/models", None))
+        except Exception as exc:  # optional knowledge: the completions call reports failures
+            log.debug("policy %r: no context length from /models (%s)", self.name, exc)
+            return
+        self._window.learn(context_from_models(body, self.spec.model))
+
     async def complete(
         self,
         prompt: str,
@@ -245,8 +291,31 @@ class PolicyClient(AsyncClosing):
         seed: int | None = None,
         logprobs: int | None = None,
     ) -> CompletionResult:
-        """Sample ``n`` continuations of ``prompt``; choices come back in index order."""
+        """Sample ``n`` continuations of ``prompt``; choices come back in index order.
+
+        ``max_tokens`` is clipped to what the context leaves; a prompt that no longer fits
+        (the server's 400 "maximum context length") ends the branch: ``ended_choices``.
+        """
         params = self._body(prompt, n, stop, max_tokens, temperature, top_p, logprobs)
+        await self._learn_context()
+        clipped = self._window.clip(prompt, max_tokens)
+        try:
+            return await self._complete(prompt, {**params, "max_tokens": clipped}, n, seed)
+        except _ContextExceeded as exc:
+            retry = self._window.clip(prompt, max_tokens)  # the 400 may have told the context
+            if retry < clipped:
+                try:
+                    return await self._complete(prompt, {**params, "max_tokens": retry}, n, seed)
+                except _ContextExceeded:
+                    pass
+            log.info("policy %r: the prompt no longer fits the context (%s)", self.name, exc)
+            return ended_choices(n)
+
+    async def _complete(
+        self, prompt: str, params: dict[str, Any], n: int, seed: int | None
+    ) -> CompletionResult:
+        """One ``complete`` at a fixed ``max_tokens``, topping up short replies (raises
+        _ContextExceeded)."""
         replies: list[tuple[ParsedCompletion, float]] = []
         offset = 0  # seed offset of the next request, so no two requests share a seed
         missing = n
@@ -453,6 +522,7 @@ class PolicyClient(AsyncClosing):
         """
         if seeds is not None and len(seeds) != len(prompts):
             raise InputError(f"got {len(seeds)} seeds for {len(prompts)} prompts", param="seeds")
+        await self._learn_context()
         sampling: SamplingOptions = {
             "n": n,
             "stop": stop,
@@ -472,8 +542,12 @@ class PolicyClient(AsyncClosing):
         ):
             return await self._each(prompts, seeds, sampling)
         params = self._body(list(prompts), n, stop, max_tokens, temperature, top_p, logprobs)
+        params["max_tokens"] = min(self._window.clip(prompt, max_tokens) for prompt in prompts)
         try:
             pieces = await self._admitted(params, list(prompts), n, None, 0)
+        except _ContextExceeded:
+            # some prompt no longer fits: one request each, so only its branch ends
+            return await self._each(prompts, seeds, sampling)
         except _NRejected:
             log.info("policy %r rejected a list of prompts with HTTP 400", self.name)
         else:
@@ -569,8 +643,13 @@ class PolicyClient(AsyncClosing):
             else:
                 raw = await self._post(http, path, payload)
         except HttpStatusError as exc:
-            if strict_n and exc.status == 400:
-                raise _NRejected(str(exc)) from exc
+            if exc.status == 400:
+                message = exc.body.decode("utf-8", "replace")
+                if is_context_error(message):
+                    self._window.learn(context_from_error(message))
+                    raise _ContextExceeded(message) from exc
+                if strict_n:
+                    raise _NRejected(str(exc)) from exc
             raise
         if stream is None:
             try:
@@ -580,12 +659,15 @@ class PolicyClient(AsyncClosing):
         reading = StopReading(self.spec.dialect, tuple(params.get("stop") or ()))
         return parse_completion(body, n * prompts, reading, chat=self._chat, short_ok=True)
 
-    async def _post(self, http: JsonHttp, path: str, payload: dict[str, Any]) -> bytes:
+    async def _post(self, http: JsonHttp, path: str, payload: dict[str, Any] | None) -> bytes:
         """POST a JSON body to ``path`` under a replica's base URL; the raw response body.
+        ``payload=None`` is a GET instead (only ``/models``, for the context length).
 
         Every non-streamed HTTP request of a policy goes through here, so the HTTP stack
         lives in one place (``JsonHttp``); its errors are classified by ``pool.classify``.
         """
+        if payload is None:
+            return await http.get(path)
         return await http.post(path, payload)
 
     def _result(
@@ -594,6 +676,7 @@ class PolicyClient(AsyncClosing):
         choices = [choice for reply in replies for choice in reply.choices]
         prompt_tokens = 0
         completion_tokens = 0
+        cached_tokens = 0
         estimated = False
         for reply in replies:
             if reply.prompt_tokens is None or reply.completion_tokens is None:
@@ -603,14 +686,18 @@ class PolicyClient(AsyncClosing):
             else:
                 prompt_tokens += reply.prompt_tokens
                 completion_tokens += reply.completion_tokens
+                cached_tokens += reply.cached_tokens
+                self._window.observe(len(prompt), reply.prompt_tokens)
         if estimated:
             log.debug("policy %r: server omitted usage; token counts estimated", self.name)
         spec = self.spec
         usage = Usage(
             policy_prompt_tokens=prompt_tokens,
             policy_completion_tokens=completion_tokens,
+            policy_cached_tokens=cached_tokens,
             policy_requests=len(replies),
-            flops=2.0 * spec.params * (prompt_tokens + completion_tokens),
+            # prefix-cached prompt tokens cost no prefill compute
+            flops=2.0 * spec.params * (prompt_tokens - cached_tokens + completion_tokens),
             dollars=(
                 prompt_tokens * spec.usd_per_mtok_prompt
                 + completion_tokens * spec.usd_per_mtok_completion

@@ -182,7 +182,7 @@ class JudgePRM(AsyncClosing):
         usage = Usage(
             prm_tokens=tokens,
             prm_requests=spent.policy_requests,
-            flops=2.0 * self.spec.params * tokens,
+            flops=2.0 * self.spec.flops_params * tokens,
             dollars=tokens * self.spec.usd_per_mtok / 1e6,
             request_seconds=spent.request_seconds,
         )

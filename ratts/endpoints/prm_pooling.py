@@ -149,7 +149,7 @@ class VllmPoolingPRM(AsyncClosing):
             prm_tokens=tokens,
             prm_requests=1,
             prm_truncated=truncated,
-            flops=2.0 * self.spec.params * tokens,
+            flops=2.0 * self.spec.flops_params * tokens,
             dollars=tokens * self.spec.usd_per_mtok / 1e6,
             request_seconds=timed.seconds,
         )

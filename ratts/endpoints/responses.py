@@ -66,6 +66,7 @@ class ParsedCompletion:
     prompt_tokens: int | None
     completion_tokens: int | None
     indices: list[int] = field(default_factory=list)
+    cached_tokens: int = 0  # prompt tokens served from the server's prefix cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +178,7 @@ def parse_completion(
     indexed: list[tuple[int, Choice]] = []
     prompt_tokens: int | None = 0
     completion_tokens: int | None = 0
+    cached_tokens = 0
     position = 0
     for part in bodies:
         raw_choices = part.get("choices")
@@ -192,6 +194,8 @@ def parse_completion(
         completion_tokens = (
             None if c is None or completion_tokens is None else completion_tokens + c
         )
+        details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+        cached_tokens += min(_count(details, "cached_tokens") or 0, p or 0)
     if len(indexed) > n or (len(indexed) < n and not short_ok):
         raise MalformedResponse(f"asked for {n} choices, got {len(indexed)}")
     indexed.sort(key=lambda pair: pair[0])
@@ -200,6 +204,7 @@ def parse_completion(
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         indices=[index for index, _ in indexed],
+        cached_tokens=cached_tokens,
     )
 
 

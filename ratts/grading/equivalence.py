@@ -4,8 +4,9 @@ Three tests, any of which may say yes: math-verify (symbolic, run time-limited i
 process, see ``ratts.grading.sandbox``), an exact numeric comparison after stripping
 formatting (``2,125`` = ``2125``, ``025`` = ``25``, ``\\frac{1}{2}`` = ``0.5`` = ``1/2``,
 units and ``\\%`` dropped) and a normalised string comparison (``\\text{(C)}`` = ``(C)`` =
-``C``). The cheap two run first; when both answers are bare numerals their exact comparison
-is final and math-verify is skipped (it would only add cost). Nothing here raises and
+``C``). The cheap two run first; when both answers are exact rationals (integers,
+decimals, fractions) their exact comparison is final and math-verify is skipped (it would
+only add cost). Nothing here raises and
 nothing waits without a bound.
 """
 
@@ -40,6 +41,7 @@ _ASSIGN = re.compile(r"^[A-Za-z](?:_\{?\w+\}?)?\s*=\s*")
 _NUM = r"-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)?(?:\.\d+)?"
 _PLAIN_NUMBER = re.compile(rf"^\s*({_NUM})\s*(?:/\s*({_NUM}))?\s*([A-Za-z]{{2,}}[A-Za-z .]*)?$")
 _BARE_NUMBER = re.compile(r"^\s*\$?\s*-?[\d.,]+(?:/\d+)?\s*\$?\s*$")
+_NUMERAL = re.compile(r"^-?(?:\d+(?:\.\d*)?|\.\d+)$")
 _FRAC = re.compile(
     r"^\s*(-?)\s*\\frac\s*(?:\{\s*([^{}]+?)\s*\}|(\d))\s*(?:\{\s*([^{}]+?)\s*\}|(\d))\s*$"
 )
@@ -113,6 +115,18 @@ def as_number(answer: str) -> Fraction | None:
         return None
 
 
+def is_rational_literal(answer: str) -> bool:
+    """Whether ``answer`` is written as an exact rational (an integer, a decimal, ``a/b`` or
+    ``\\frac{a}{b}`` of such), so its value alone decides equality."""
+    if _BARE_NUMBER.match(answer):
+        return True
+    frac = _FRAC.match(_strip_latex(answer))
+    if frac is None:
+        return False
+    parts = (frac.group(2) or frac.group(3), frac.group(4) or frac.group(5))
+    return all(_NUMERAL.match(part) for part in parts)
+
+
 def _symbolic(pred: str, gold: str, timeout_s: float) -> bool:
     key = (gold, pred)
     with _cache_lock:
@@ -141,8 +155,8 @@ def _equivalent(pred: str, gold: str, timeout_s: float) -> bool:
     if num_pred is not None and num_gold is not None:
         if num_pred == num_gold:
             return True
-        if _BARE_NUMBER.match(pred) and _BARE_NUMBER.match(gold):
-            return False  # two plain numerals that differ: nothing symbolic to find
+        if is_rational_literal(pred) and is_rational_literal(gold):
+            return False  # two exact rationals that differ: nothing symbolic to find
     if len(pred) + len(gold) > MAX_SYMBOLIC_CHARS or timeout_s <= 0:
         return False
     return _symbolic(pred, gold, timeout_s)

@@ -86,7 +86,7 @@ def states_final_answer(text: str) -> bool:
 
     Unlike ``extract_answer`` it ignores a bare last number: an intermediate step has those.
     """
-    return any(finder(text) is not None for finder in (_last_boxed, _answer_phrase, _gsm8k))
+    return stated_answer(text) is not None
 
 
 def _clean_phrase(raw: str) -> str | None:
@@ -135,7 +135,23 @@ def _last_number(text: str) -> str | None:
 
 def extract_answer(text: str) -> str | None:
     """The final answer of a solution text, or None when it states none."""
-    for finder in (_last_boxed, _answer_phrase, _gsm8k, _last_number):
+    found = stated_answer(text)
+    return found if found is not None else _last_number(text)
+
+
+def stated_answer(text: str, *, cut: bool = False) -> str | None:
+    """An answer the text states explicitly (``\\boxed{}``, "The answer is", ``####``).
+
+    For texts that stopped mid-way, whose last number is no answer, only an intermediate
+    value. ``cut``: the text was cut by a token limit, so its last line may hold half an
+    answer ("The answer is 43" of 4329): only a complete ``\\boxed{}`` or an answer on an
+    earlier line counts.
+    """
+    if cut:
+        if has_boxed(text):
+            return _last_boxed(text)
+        text = text[: text.rfind("\n")] if "\n" in text else ""
+    for finder in (_last_boxed, _answer_phrase, _gsm8k):
         found = finder(text)
         if found is not None:
             return found

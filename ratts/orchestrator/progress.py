@@ -15,6 +15,7 @@ from ratts.orchestrator.result import SolveResult
 from ratts.orchestrator.runner import jsonable
 from ratts.orchestrator.watch import Watch
 from ratts.router import Decision
+from ratts.router.features import ROUTING
 from ratts.store import budget_label
 from ratts.strategies.probe import ProbeResult
 from ratts.types import Budget, Outcome, Problem, RunConfig
@@ -69,16 +70,20 @@ def result_of(
             answer, source = state.probe.answer, "probe"
     else:
         source = "none"
+    usage = Usage() + watch.usage
+    features = jsonable(state.features)
+    if decision is not None and decision.reason != "forced":
+        features[ROUTING] = routing_log(decision, usage, state.probe_usage or Usage(), source)
     return SolveResult(
         problem=problem,
         answer=answer,
         config=config,
-        usage=Usage() + watch.usage,
+        usage=usage,
         probe_usage=state.probe_usage or Usage(),
         partial=partial,
         reason=reason,
         why=decision.why if decision is not None else [],
-        features=jsonable(state.features),
+        features=features,
         budget=budget_label(budget),
         outcome=outcome,
         text=text,
@@ -88,3 +93,32 @@ def result_of(
         error=error,
         events=events,
     )
+
+
+def usage_dict(usage: Usage) -> dict[str, float]:
+    return {
+        "prompt_tokens": float(usage.policy_prompt_tokens),
+        "completion_tokens": float(usage.policy_completion_tokens),
+        "prm_tokens": float(usage.prm_tokens),
+        "tokens": float(usage.total_tokens),
+        "flops": usage.flops,
+        "dollars": usage.dollars,
+    }
+
+
+def routing_log(decision: Decision, total: Usage, probe: Usage, source: str) -> dict[str, Any]:
+    """A routed run's decision plus its usage split: the run's usage columns hold the
+    total (probe once, strategy once); ``probe_usage`` and ``strategy_usage`` say which
+    is which, so training fits the cost model on the strategy's share alone."""
+    strategy = {
+        k: v - probe_v
+        for (k, v), probe_v in zip(
+            usage_dict(total).items(), usage_dict(probe).values(), strict=True
+        )
+    }
+    return {
+        **decision.to_log(),
+        "probe_usage": usage_dict(probe),
+        "strategy_usage": strategy,
+        "answer_source": source,
+    }

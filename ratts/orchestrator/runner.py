@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from ratts.endpoints.factory import build_policy, build_prm
 from ratts.endpoints.policy import Policy, PolicyClient
 from ratts.endpoints.prm import PRM
-from ratts.endpoints.usage import Usage
+from ratts.endpoints.usage import Usage, spent
 from ratts.grading import grade
 from ratts.orchestrator.result import SolveResult
 from ratts.router.features import PASS_AT_1, text_features
@@ -296,14 +296,14 @@ class Runner:
         policy: Policy | None = None,
         prm: PRM | None = None,
         features: Mapping[str, Any] | None = None,
-        spent: Callable[[], Usage] | None = None,
         router_version: str | None = None,
         replace_failed: bool = False,
     ) -> RunRecord:
         """Run ``config`` on ``problem``, grade it and log its row (budget: its N).
 
-        A run that raises is logged with its one-line error and the usage ``spent()``
-        reports (when given); the error is not raised again: the record says it.
+        A run that raises is logged with its one-line error and the usage it attached to
+        the error (``spent``: what the servers served before it failed); the error is not
+        raised again: the record says it.
         """
         started = time.perf_counter()
         outcome: Outcome | None = None
@@ -314,7 +314,7 @@ class Runner:
             usage = outcome.usage
             correct = await self.grade(outcome.answer, problem.answer)
         except Exception as exc:
-            usage = (Usage() + spent()) if spent is not None else Usage()
+            usage = Usage() + (spent(exc) or Usage())  # a copy: the ledger stays as it was
             error = one_line(exc)
         if not usage.wall_seconds:
             usage.wall_seconds = time.perf_counter() - started

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from ratts.errors import ConfigError
 from ratts.settings import Settings
-from ratts.strategies import get_strategy
+from ratts.strategies import STRATEGIES, get_strategy, with_defaults
 from ratts.types import RunConfig, StrategyParams
 
 TOP_LEVEL_KEYS = ("configs", "budgets")
@@ -56,6 +56,8 @@ def _build(entry: Mapping[str, Any], where: str) -> RunConfig:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "params"
         raise ConfigError(f"{where}: {key}: {err['msg']}") from None
+    if strategy in STRATEGIES:  # an unknown name is reported by validate_configs
+        params = with_defaults(strategy, params)
     return RunConfig(policy=policy, prm=prm, strategy=strategy, params=params)
 
 

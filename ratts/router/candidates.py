@@ -20,12 +20,12 @@ from typing import Any, Literal
 
 from ratts.errors import ConfigError
 from ratts.settings import PolicySpec, PRMSpec, Settings
-from ratts.strategies import get_strategy
+from ratts.strategies import get_strategy, with_defaults
 from ratts.strategies.reuse import is_stepwise, samples_of
 from ratts.types import Budget, RunConfig, StrategyParams
 
 CostUnit = Literal["n", "tokens", "flops", "usd"]
-DEFAULT_STRATEGIES = ("cot", "majority", "best_of_n", "beam_search")
+DEFAULT_STRATEGIES = ("cot", "majority", "adaptive", "best_of_n", "beam_search", "dvts")
 DEFAULT_NS = (4, 16, 64)
 PRIOR_FILL = 0.5  # a sample is assumed to use half its max_tokens
 PRIOR_PROMPT_TOKENS = 120.0
@@ -96,6 +96,9 @@ class Choice:
     reason: str
     explored: bool = False
     router_version: str | None = None
+    propensity: float = 1.0
+    """P(this config | features, candidates, budget) under the policy that chose it, in
+    (0, 1]: what inverse-propensity weighting and off-policy estimates divide by."""
 
     def explain(self, top: int = 5) -> list[dict[str, Any]]:
         """The best ``top`` candidates as plain data (for logs, the CLI and the server)."""
@@ -183,6 +186,8 @@ def pick(
             reason="no candidate fits the budget; returning the cheapest",
         )
     draw = rng or random.Random()
+    best = ranking[0]
+    share = epsilon / len(fitting)  # each fitting candidate's chance of being explored
     if epsilon > 0 and draw.random() < epsilon:
         chosen = draw.choice(fitting)[3]
         return Choice(
@@ -193,9 +198,17 @@ def pick(
             within_budget=True,
             reason=f"exploration (epsilon={epsilon:g}): a random candidate within budget",
             explored=True,
+            propensity=share + (1.0 - epsilon if chosen is best else 0.0),
         )
-    best = ranking[0]
-    return Choice(best.config, best.predicted_accuracy, best.predicted_cost, ranking, True, reason)
+    return Choice(
+        best.config,
+        best.predicted_accuracy,
+        best.predicted_cost,
+        ranking,
+        True,
+        reason,
+        propensity=1.0 - epsilon + share,
+    )
 
 
 def _order(
@@ -258,7 +271,7 @@ def candidate_configs(
                 policy=policy,
                 prm=prm,
                 strategy=strategy,
-                params=base.model_copy(update={"n": n}),
+                params=with_defaults(strategy, base.model_copy(update={"n": n})),
             )
             out.setdefault(config.key(), config)
     return list(out.values())
@@ -358,7 +371,7 @@ class CostModel:
                 else 0.0
             )
             if prm is not None:
-                flops += 2.0 * prm.params * prm_tokens
+                flops += 2.0 * prm.flops_params * prm_tokens
                 usd += prm_tokens * prm.usd_per_mtok / 1e6
         else:
             flops, usd = logged.flops, logged.usd

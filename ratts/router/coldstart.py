@@ -1,10 +1,24 @@
 """Routing before any model is trained: the paper's compute-optimal rule of thumb.
 
-Snell et al. (2024) found beam search best for small policies and for hard questions, and
-Best-of-N best for large policies on easy-to-medium questions. So: a policy under ~7B
-parameters, or a question the probe finds hard (low agreement or low PRM confidence), gets
-beam search; otherwise Best-of-N; and the largest N the budget allows. It predicts no
-accuracy, so ``lam`` has nothing to trade against and is ignored.
+Snell et al. (2024, "Scaling LLM Test-Time Compute Optimally...", sec. 5-6 and fig. 3-4):
+search (beam search) pays on hard questions, while on easy ones it over-optimises the
+verifier and plain Best-of-N is as good or better; the larger the policy, the less search
+helps. So, by policy size and the probe's difficulty estimate:
+
+- under 7B parameters: Best-of-N on easy questions, beam search on hard ones;
+- 7B to under 72B: DVTS on easy and medium questions, beam search on hard ones;
+- 72B and up: Best-of-N;
+
+and the largest N the budget allows. "Hard" is the paper's lowest difficulty bins, where
+pass@1 is low: here the probe's majority share is under 1/2 (with k = 4, no answer got two
+votes) or its mean PRM score is under 1/2. A question of unknown difficulty (no probe
+features) gets the easy-question strategy: the cheaper, safer bet (the demo's beam search
+on a 135M policy was its worst row at three times the compute).
+
+When the probe's samples all agree (k >= 2, every sample answered), the rule answers from
+the probe: a candidate that reuses the probe's samples and draws nothing more (priced at
+zero after the probe) is chosen, so the question costs the probe's compute only.
+It predicts no accuracy, so ``lam`` has nothing to trade against and is ignored.
 """
 
 from __future__ import annotations
@@ -21,6 +35,7 @@ from ratts.settings import Settings
 from ratts.types import Budget
 
 SMALL_POLICY_PARAMS = 7e9
+LARGE_POLICY_PARAMS = 72e9
 HARD_AGREEMENT = 0.5
 HARD_PRM_MEAN = 0.5
 Difficulty = Literal["hard", "not hard", "unknown"]
@@ -42,6 +57,7 @@ class ColdStartRouter:
 
     policy_params: Mapping[str, float]
     small_params: float = SMALL_POLICY_PARAMS
+    large_params: float = LARGE_POLICY_PARAMS
     hard_agreement: float = HARD_AGREEMENT
     hard_prm_mean: float = HARD_PRM_MEAN
     epsilon: float = 0.0
@@ -72,8 +88,21 @@ class ColdStartRouter:
         return "not hard"
 
     def strategy_for(self, policy: str, difficulty: Difficulty) -> str:
-        small = self.policy_params.get(policy, 0.0) < self.small_params
-        return "beam_search" if small or difficulty == "hard" else "best_of_n"
+        """The paper's strategy for ``policy``'s size and the question's difficulty."""
+        size = self.policy_params.get(policy, 0.0)
+        if size >= self.large_params:
+            return "best_of_n"
+        if difficulty == "hard":
+            return "beam_search"
+        return "best_of_n" if size < self.small_params else "dvts"
+
+    @staticmethod
+    def unanimous(features: Mapping[str, Any]) -> bool:
+        """Whether the probe's samples (k >= 2, all answered) all gave one answer."""
+        k = _finite(features.get("probe_k"))
+        agreement = _finite(features.get("probe_agreement"))
+        answered = _finite(features.get("probe_answered"))
+        return k is not None and k >= 2 and agreement == 1.0 and answered == 1.0
 
     def choose(
         self,
@@ -90,6 +119,19 @@ class ColdStartRouter:
         if not candidates:
             raise ConfigError("no candidate configs to choose from")
         u = unit or budget_unit(budget)
+        if self.unanimous(features):
+            free = [c for c in candidates if c.cost.tokens == 0 and c.cost.fits(budget)]
+            if free:
+                choice = pick(
+                    free,
+                    [None] * len(free),
+                    budget,
+                    unit=u,
+                    reason="cold start: the probe's samples all agree; answering from the probe",
+                    priority=[float(c.cost.n) for c in free],
+                )
+                choice.router_version = self.version
+                return choice
         level = self.difficulty(features)
         preferred = [
             c.config.strategy == self.strategy_for(c.config.policy, level) for c in candidates
@@ -102,11 +144,8 @@ class ColdStartRouter:
             float(c.cost.n) if (ok or not in_rule) else None
             for ok, c in zip(preferred, candidates, strict=True)
         ]
-        what = (
-            "beam search"
-            if all(self.strategy_for(c.config.policy, level) == "beam_search" for c in candidates)
-            else "the paper's strategy per policy"
-        )
+        rules = {self.strategy_for(c.config.policy, level) for c in candidates}
+        what = rules.pop().replace("_", " ") if len(rules) == 1 else "the paper's strategy"
         reason = (
             f"cold start (no trained router): {what}, difficulty {level}, largest N in budget"
             if in_rule

@@ -48,15 +48,17 @@ from numpy.typing import NDArray
 from ratts.errors import RouterError
 from ratts.router.candidates import CostModel, record_config
 from ratts.router.candidates import pick as choose
-from ratts.router.features import PASS_AT_1
+from ratts.router.features import PASS_AT_1, without_meta
 from ratts.router.model import RouterModel, design_row
 from ratts.router.router import ProbeSpec, price_after_probe
+from ratts.router.splits import text_key
 from ratts.router.train import (
     Record,
     default_probe,
     design,
     probe_index,
     probe_spec_of,
+    question_texts,
     split_probes,
     split_problems,
     with_features,
@@ -89,6 +91,7 @@ class EvalConfig:
     levels: int = 8
     min_coverage: float = 0.5
     model_params: Mapping[str, Any] | None = None
+    use_meta: bool = False  # metadata features: off, as the server sees bare questions
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +230,10 @@ def _prepare(records: Sequence[Record], cfg: EvalConfig) -> _Data:
     )
     configs = [config_of[k] for k in keys]
     featured = {str(r["problem_id"]) for r in graded} & set(index)
-    train_ids, test_ids = split_problems(featured, cfg.test_fraction, cfg.seed)
+    texts = question_texts(graded)
+    train_ids, test_ids = split_problems(featured, cfg.test_fraction, cfg.seed, texts)
+    # one test problem per text: a question logged under two ids is counted once
+    test_ids = set({text_key(texts.get(pid) or pid): pid for pid in sorted(test_ids)}.values())
     cell: dict[tuple[str, str], Record] = {}
     for rec in graded:
         cell[(str(rec["problem_id"]), record_config(rec).key())] = rec
@@ -238,12 +244,16 @@ def _prepare(records: Sequence[Record], cfg: EvalConfig) -> _Data:
             "same problems (ratts sweep) and retry"
         )
     train_runs = with_features(
-        [r for r in graded if str(r["problem_id"]) in train_ids], probes, spec
+        [r for r in graded if str(r["problem_id"]) in train_ids],
+        probes,
+        spec,
+        use_meta=cfg.use_meta,
     )
     y = np.array([[float(bool(cell[(pid, k)]["correct"])) for k in keys] for pid in complete])
     cost = np.array([[float(cell[(pid, k)][field_name] or 0.0) for k in keys] for pid in complete])
     probe_cost = np.array([float(index[pid][field_name] or 0.0) for pid in complete])
     feats = [dict(index[pid].get("features") or {}) for pid in complete]
+    feats = feats if cfg.use_meta else [without_meta(f) for f in feats]
     pass1, source = _pass1(
         graded, probes, configs, cfg.pass1_min_k, cfg.pass1_policy or spec.policy
     )

@@ -65,11 +65,15 @@ def _level(meta: Mapping[str, Any]) -> float:
     return float(found.group(1)) if found else math.nan
 
 
+META_FEATURES = ("text_level", "text_dataset", "text_subject")  # from metadata, not text
+
+
 def text_features(problem: Problem) -> Features:
     """Statistics of the question text plus dataset/subject/level from ``problem.meta``.
 
     The dataset falls back to ``meta["dataset"]``; every key in TEXT_NUMERIC and
-    TEXT_CATEGORICAL is always present.
+    TEXT_CATEGORICAL is always present. Callers decide whether metadata is known (see
+    ``without_meta``): a question at the server arrives bare.
     """
     text = problem.question
     meta = problem.meta or {}
@@ -93,9 +97,13 @@ def text_features(problem: Problem) -> Features:
     return features
 
 
+ROUTING = "routing"  # a routed run's decision log and probe/strategy usage: never an input
+
+
 def is_input(key: str) -> bool:
-    """Whether a logged feature may be a model input (labels need the gold answer)."""
-    return not key.startswith(LABEL_PREFIX)
+    """Whether a logged feature may be a model input (labels need the gold answer; the
+    routing log describes the decision, not the question)."""
+    return not key.startswith(LABEL_PREFIX) and key != ROUTING
 
 
 def split_features(
@@ -115,3 +123,15 @@ def split_features(
             nums.append(math.nan)
     cats = [MISSING if features.get(key) is None else str(features.get(key)) for key in categorical]
     return nums, cats
+
+
+def without_meta(features: Mapping[str, Any]) -> dict[str, Any]:
+    """``features`` with the metadata features missing, as a bare question has them: the
+    router trains and is evaluated this way by default, since the server gets no
+    metadata unless the caller sends it (``solve(..., meta=)``, the request's
+    ``metadata``); offline scores with it would overstate what users get."""
+    out = dict(features)
+    for key in META_FEATURES:
+        if key in out:
+            out[key] = math.nan if key in TEXT_NUMERIC else MISSING
+    return out

@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
 from ratts.errors import RouterError, StoreError
+from ratts.router.splits import text_key
 from ratts.store import Store
 from ratts.store.engine import begin_write, retry_locked
 from ratts.store.models import router_models
@@ -208,3 +210,41 @@ class RouterRegistry:
             router = load_artifact(Path(row["artifact_path"]), (row["metrics"] or {}).get(SHA_KEY))
             self._loaded = (version, router)
             return self._loaded
+
+
+SHIPPED = Path(__file__).resolve().parent / "shipped"  # routers trained by ratts' benches
+
+
+def install_shipped(
+    store: Store,
+    name: str,
+    directory: Path = SHIPPED,
+    *,
+    disjoint_from: Sequence[str] = (),
+) -> tuple[str, dict[str, Any]]:
+    """Register the shipped router ``name`` (``<name>.skops`` with its ``<name>.json``:
+    sha256, provenance, training summary, the text hashes of its training problems) as
+    the store's current version, after checking the artifact loads under that checksum.
+    RouterError (one line) when it is missing, does not match, or was trained on one of
+    the questions ``disjoint_from``; the caller then routes with the cold start."""
+    import json
+
+    meta_path = directory / f"{name}.json"
+    artifact = directory / f"{name}{SUFFIX}"
+    if not meta_path.is_file() or not artifact.is_file():
+        raise RouterError(f"no shipped router {name!r} in {directory}")
+    meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
+    seen = set(meta.get("train_text_hashes") or [])
+    overlap = sum(text_key(q) in seen for q in disjoint_from)
+    if overlap:
+        raise RouterError(f"shipped router {name!r} was trained on {overlap} of these questions")
+    router = load_artifact(artifact, str(meta.get(SHA_KEY) or ""))
+    version = next_version(store)
+    store.save_router_model(
+        version,
+        rows_used=router.rows,
+        metrics={**meta, "shipped": name},
+        artifact_path=str(artifact),
+        make_current=True,
+    )
+    return version, meta

@@ -55,18 +55,27 @@ TOP_CANDIDATES = 5
 
 @dataclass(frozen=True, slots=True)
 class ProbeSpec:
-    """Which probe a router's features come from (policy, PRM, k): what solve runs first."""
+    """Which probe a router's features come from (policy, PRM, k and its sampling params):
+    what solve runs first. The params matter twice: features mean what they meant in
+    training only under the same sampling, and a config reuses the probe's samples only
+    when it samples alike (``ratts.strategies.reuse``)."""
 
     policy: str
     prm: str | None
     k: int
+    params: StrategyParams | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy, "prm": self.prm, "k": self.k}
+        out: dict[str, Any] = {"policy": self.policy, "prm": self.prm, "k": self.k}
+        if self.params is not None:
+            out["params"] = self.params.model_dump(mode="json")
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ProbeSpec:
-        return cls(str(data["policy"]), data.get("prm"), int(data["k"]))
+        raw = data.get("params")
+        params = StrategyParams.model_validate(raw) if isinstance(raw, Mapping) else None
+        return cls(str(data["policy"]), data.get("prm"), int(data["k"]), params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +112,26 @@ class Decision:
     why: list[Considered] = field(default_factory=list)
     router_version: str | None = None
     predicted_accuracy: float | None = None
+    predicted_cost: dict[str, float] = field(default_factory=dict)
+    explored: bool = False
+    propensity: float = 1.0
+    limit: dict[str, float | None] = field(default_factory=dict)
+
+    def to_log(self) -> dict[str, Any]:
+        """The decision as a routed run's log entry: what a router can learn from (the
+        candidates weighed, the choice with its predictions, exploration, propensity)."""
+        return {
+            "reason": self.reason,
+            "chosen": self.config.label(),
+            "chosen_key": self.config.key(),
+            "predicted_accuracy": self.predicted_accuracy,
+            "predicted_cost": dict(self.predicted_cost),
+            "explored": self.explored,
+            "propensity": self.propensity,
+            "budget_left": dict(self.limit),
+            "router_version": self.router_version,
+            "candidates": [c.to_dict() for c in self.why],
+        }
 
 
 @dataclass(slots=True)
@@ -221,7 +250,31 @@ class Router:
         if found is None:
             return Current(None, None)
         version, trained = found
+        problem = self.unservable(trained)
+        if problem:
+            log.warning(
+                "trained router %s refused, using the cold-start rule: %s", version, problem
+            )
+            return Current(None, None, f"trained router {version} refused ({problem})")
         return Current(trained, version)
+
+    def unservable(self, trained: TrainedRouter) -> str:
+        """Why this deployment cannot serve ``trained`` ('' when it can): a router trained
+        for policies or PRMs that are not configured would choose configs that cannot run."""
+        policies = {p.name for p in self.settings.policies}
+        prms = {p.name for p in self.settings.prms}
+        runnable = [
+            c
+            for c in trained.run_configs()
+            if c.policy in policies and (c.prm is None or c.prm in prms)
+        ]
+        if runnable:
+            return ""
+        wanted = sorted({c.policy for c in trained.run_configs()})
+        return (
+            f"trained for policies {', '.join(wanted) or 'none'}, but this deployment "
+            f"configures {', '.join(sorted(policies)) or 'none'}"
+        )
 
     def probe_spec(
         self,
@@ -327,6 +380,9 @@ class Router:
             reason = "exploration"
         else:
             reason = "router" if now.trained is not None else "cold_start"
+        spent = probe_result.usage if probe_result is not None else None
+        left = remaining(budget, spent) if budget is not None else Budget()
+        cost = choice.predicted_cost
         return Decision(
             config=choice.config,
             reason=reason,
@@ -336,4 +392,17 @@ class Router:
             why=considered(choice),
             router_version=now.version,
             predicted_accuracy=choice.predicted_accuracy,
+            predicted_cost={
+                "n": float(cost.n),
+                "tokens": cost.tokens,
+                "flops": cost.flops,
+                "usd": cost.usd,
+            },
+            explored=choice.explored,
+            propensity=choice.propensity,
+            limit={
+                "tokens": None if left.tokens is None else float(left.tokens),
+                "flops": left.flops,
+                "usd": left.usd,
+            },
         )

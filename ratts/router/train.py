@@ -13,7 +13,6 @@ never a model input). Training joins each run to its problem's probe row.
 
 from __future__ import annotations
 
-import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,13 +24,14 @@ import numpy as np
 from ratts.errors import RouterError
 from ratts.router import ProbeSpec
 from ratts.router.candidates import CostModel, record_config
-from ratts.router.features import text_features
+from ratts.router.features import ROUTING, text_features, without_meta
 from ratts.router.model import MIN_ROWS, RouterModel, TrainedRouter, design_row
 from ratts.router.registry import register
+from ratts.router.splits import split_keys, text_key
 from ratts.settings import Settings
 from ratts.store import Store
 from ratts.strategies.probe import PROBE
-from ratts.types import Problem
+from ratts.types import Problem, StrategyParams
 
 PROBE_STRATEGY = PROBE  # the strategy name of probe rows
 Record = dict[str, Any]
@@ -40,31 +40,65 @@ Record = dict[str, Any]
 # ---------------------------------------------------------------- reading the log
 
 
+SWEEP, ROUTED, ROUTED_PROBE = "sweep", "routed", "routed_probe"
+MAX_WEIGHT = 20  # inverse-propensity weights are capped (variance) at this many copies
+
+
+def run_source(features: Mapping[str, Any]) -> tuple[str, float]:
+    """(where a logged run came from, its propensity). ``routed_probe``: a routed run whose
+    answer is the probe's (the strategy drew nothing, or the deadline left the probe's)."""
+    log = features.get(ROUTING)
+    if not isinstance(log, Mapping):
+        return SWEEP, 1.0
+    strategy = log.get("strategy_usage") or {}
+    probe_only = log.get("answer_source") == "probe" or not strategy.get("tokens")
+    propensity = float(log.get("propensity") or 1.0)
+    return (ROUTED_PROBE if probe_only else ROUTED), min(1.0, max(propensity, 1e-6))
+
+
+def _strategy_share(row: Mapping[str, Any], features: Mapping[str, Any]) -> dict[str, float]:
+    """The usage columns of what the strategy itself spent: a routed run's row holds the
+    probe too, and the probe is priced apart (``Router``), so it is taken out here."""
+    log = features.get(ROUTING)
+    probe = (log.get("probe_usage") or {}) if isinstance(log, Mapping) else {}
+    prompt = row["policy_prompt_tokens"] - int(probe.get("prompt_tokens", 0))
+    completion = row["policy_completion_tokens"] - int(probe.get("completion_tokens", 0))
+    prm = row["prm_tokens"] - int(probe.get("prm_tokens", 0))
+    return {
+        "policy_prompt_tokens": prompt,
+        "policy_completion_tokens": completion,
+        "prm_tokens": prm,
+        "tokens": prompt + completion + prm,
+        "flops": row["flops"] - float(probe.get("flops", 0.0)),
+        "dollars": row["dollars"] - float(probe.get("dollars", 0.0)),
+    }
+
+
 def records_from_store(store: Store, *, dataset: str | None = None) -> list[Record]:
-    """Every successful run as a plain record (the adapter between store and modelling)."""
+    """Every successful run as a plain record (the adapter between store and modelling).
+
+    A routed run's cost columns are its strategy's share (the probe taken out), and
+    ``source``/``propensity`` say where it came from (``run_source``)."""
     out: list[Record] = []
     for row in store.runs(dataset=dataset, include_failed=False):
+        features = row["features"] or {}
+        source, propensity = run_source(features)
         out.append(
             {
                 "problem_id": row["problem_key"],
                 "dataset": row["dataset"],
                 "question": row["question"],
                 "meta": row["problem_meta"] or {},
-                "features": row["features"] or {},
+                "features": features,
                 "policy": row["policy"],
                 "prm": row["prm"],
                 "strategy": row["strategy"],
                 "params": row["params"] or {},
                 "budget": row["budget"],
                 "correct": row["correct"],
-                "policy_prompt_tokens": row["policy_prompt_tokens"],
-                "policy_completion_tokens": row["policy_completion_tokens"],
-                "prm_tokens": row["prm_tokens"],
-                "tokens": row["policy_prompt_tokens"]
-                + row["policy_completion_tokens"]
-                + row["prm_tokens"],
-                "flops": row["flops"],
-                "dollars": row["dollars"],
+                "source": source,
+                "propensity": propensity,
+                **_strategy_share(row, features),
             }
         )
     return out
@@ -80,7 +114,10 @@ def split_probes(records: Iterable[Record]) -> tuple[list[Record], list[Record]]
 
 
 def probe_spec_of(rec: Record) -> ProbeSpec:
-    return ProbeSpec(str(rec["policy"]), rec.get("prm"), int((rec.get("params") or {}).get("n", 0)))
+    """The probe a probe row ran, with its sampling params (so solve probes alike)."""
+    raw = dict(rec.get("params") or {})
+    params = StrategyParams.model_validate(raw) if raw else None
+    return ProbeSpec(str(rec["policy"]), rec.get("prm"), int(raw.get("n", 0)), params)
 
 
 def default_probe(probes: Sequence[Record]) -> ProbeSpec | None:
@@ -95,14 +132,26 @@ def default_probe(probes: Sequence[Record]) -> ProbeSpec | None:
 
 def probe_index(probes: Iterable[Record], spec: ProbeSpec) -> dict[str, Record]:
     """problem_id -> its probe row of ``spec``."""
-    return {str(r["problem_id"]): r for r in probes if probe_spec_of(r) == spec}
+
+    def same(row: ProbeSpec) -> bool:  # a spec without params matches any sampling
+        if spec.params is None:
+            return (row.policy, row.prm, row.k) == (spec.policy, spec.prm, spec.k)
+        return row == spec
+
+    return {str(r["problem_id"]): r for r in probes if same(probe_spec_of(r))}
 
 
 def with_features(
-    runs: Iterable[Record], probes: Sequence[Record], spec: ProbeSpec | None
+    runs: Iterable[Record],
+    probes: Sequence[Record],
+    spec: ProbeSpec | None,
+    *,
+    use_meta: bool = False,
 ) -> list[Record]:
     """Runs whose ``features`` are complete: their own (when they carry probe features, as
-    ``solve`` logs them), else their problem's probe row, else text features alone."""
+    ``solve`` logs them), else their problem's probe row, else text features alone.
+    Metadata features (level, dataset, subject) only with ``use_meta``: the server sees
+    a bare question, so by default the router learns and is scored without them."""
     index = probe_index(probes, spec) if spec is not None else {}
     out: list[Record] = []
     for rec in runs:
@@ -119,7 +168,7 @@ def with_features(
             row = index.get(str(rec["problem_id"]))
             if row is not None:
                 features.update(row.get("features") or {})
-        out.append({**rec, "features": features})
+        out.append({**rec, "features": features if use_meta else without_meta(features)})
     return out
 
 
@@ -132,27 +181,55 @@ class TrainResult:
     metrics: dict[str, Any]
 
 
+def weight_of(rec: Record) -> int:
+    """Copies of a record in the fit: 1 for sweep rows (every config ran: no selection
+    bias), round(1/propensity) for routed rows, capped at MAX_WEIGHT. Replication rather
+    than sample weights, because the calibrated pipeline does not pass weights through."""
+    if rec.get("source") != ROUTED:
+        return 1
+    return max(1, min(MAX_WEIGHT, round(1.0 / float(rec.get("propensity") or 1.0))))
+
+
+def weighted(records: Sequence[Record]) -> list[Record]:
+    """``records`` with each routed row repeated ``weight_of`` times (same problem group)."""
+    return [r for r in records for _ in range(weight_of(r))]
+
+
 def design(records: Sequence[Record]) -> tuple[list[dict[str, Any]], list[bool], list[str]]:
     """Model rows, labels and problem groups of graded records."""
     rows = [design_row(r["features"], record_config(r)) for r in records]
     return rows, [bool(r["correct"]) for r in records], [str(r["problem_id"]) for r in records]
 
 
+def question_texts(records: Iterable[Record]) -> dict[str, str]:
+    """problem_id -> its question text (the split's grouping)."""
+    return {str(r["problem_id"]): str(r.get("question") or "") for r in records}
+
+
 def split_problems(
-    problem_ids: Iterable[str], test_fraction: float, seed: int
+    problem_ids: Iterable[str],
+    test_fraction: float,
+    seed: int,
+    texts: Mapping[str, str] | None = None,
 ) -> tuple[set[str], set[str]]:
-    """(train, test) problem ids: a seeded shuffle, so a problem's runs stay together."""
+    """(train, test) problem ids, grouped by a hash of the normalised question text (ids
+    without a text in ``texts`` group alone): a question asked twice under two ids, as
+    the API does, never sits on both sides."""
     ids = sorted(set(problem_ids))
-    random.Random(seed).shuffle(ids)
-    cut = round(len(ids) * test_fraction)
-    return set(ids[cut:]), set(ids[:cut])
+    known = texts or {}
+    group = {pid: text_key(known[pid]) if known.get(pid) else f"id:{pid}" for pid in ids}
+    train_groups, _ = split_keys(group.values(), test_fraction, seed)
+    train = {pid for pid in ids if group[pid] in train_groups}
+    return train, set(ids) - train
 
 
 def holdout_metrics(
     graded: Sequence[Record], model_params: Mapping[str, Any], seed: int, fraction: float
 ) -> dict[str, Any]:
     """Brier score, log loss and AUC on held-out problems (skipped when too small)."""
-    train_ids, test_ids = split_problems((r["problem_id"] for r in graded), fraction, seed)
+    train_ids, test_ids = split_problems(
+        (r["problem_id"] for r in graded), fraction, seed, question_texts(graded)
+    )
     train = [r for r in graded if r["problem_id"] in train_ids]
     test = [r for r in graded if r["problem_id"] in test_ids]
     if not test:
@@ -192,15 +269,25 @@ def train_router(
     seed: int = 0,
     holdout: float = 0.2,
     model_params: Mapping[str, Any] | None = None,
+    use_meta: bool = False,
 ) -> TrainResult:
-    """Fit the router on every graded run of ``records`` (probe rows supply features).
+    """Fit the router on every graded run of ``records`` (probe rows supply features;
+    metadata features only with ``use_meta``, see ``with_features``).
 
     Metrics come from a separate fit on (1 - holdout) of the problems, scored on the rest.
     Raises RouterError for a log with too few graded runs or a single outcome.
     """
     runs, probes = split_probes(records)
     spec = probe or default_probe(probes)
-    graded = [r for r in with_features(runs, probes, spec) if r.get("correct") is not None]
+    featured = [
+        r
+        for r in with_features(runs, probes, spec, use_meta=use_meta)
+        if r.get("correct") is not None
+    ]
+    # A routed run answered by the probe says how the probe did, not the chosen config:
+    # kept apart (counted, not fitted). Routed runs are reweighted by 1/propensity.
+    apart = [r for r in featured if r.get("source") == ROUTED_PROBE]
+    graded = [r for r in featured if r.get("source") != ROUTED_PROBE]
     params = {"random_state": seed, **(model_params or {})}
     min_rows = int(params.get("min_rows", MIN_ROWS))
     if len(graded) < min_rows:
@@ -208,7 +295,7 @@ def train_router(
             f"need at least {min_rows} graded runs to train the router, got {len(graded)}; "
             "log more runs (ratts sweep) and retry"
         )
-    rows, labels, groups = design(graded)
+    rows, labels, groups = design(weighted(graded))
     model = RouterModel(**params).fit(rows, labels, groups)
     configs = list({c.key(): c for c in (record_config(r) for r in graded)}.values())
     costs = CostModel.from_records(graded, settings)
@@ -223,6 +310,8 @@ def train_router(
         "positive_rate": sum(labels) / len(labels),
         "probe": spec.as_dict() if spec else None,
         "seed": seed,
+        "routed_rows": sum(r.get("source") == ROUTED for r in graded),
+        "routed_probe_rows_apart": len(apart),
         "per_config_rows": dict(Counter(record_config(r).label() for r in graded).most_common()),
     }
     if holdout > 0:

@@ -191,6 +191,7 @@ def create_app(
             "strategy": strategy,
             "params": req.to_params(strategy),
             "timeout": req.timeout or default_timeout,
+            "meta": req.metadata,
         }
         if req.stream:
             include_usage = req.stream_options is not None and req.stream_options.include_usage

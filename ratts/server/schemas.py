@@ -97,8 +97,9 @@ class ChatCompletionRequest(BaseModel):
 
     Extras: ``budget`` (an integer N, or an object with n/tokens/flops/usd), ``prm`` and
     ``policy`` (names from the settings), ``timeout`` (seconds; past it the best answer so
-    far comes back marked partial). ``temperature``, ``top_p``, ``max_tokens`` and ``seed``
-    shape the sampling of a forced strategy (``ratts/<strategy>``); the router sets its
+    far comes back marked partial), ``metadata`` (level, dataset, subject: the router's
+    metadata features, used only when given). ``temperature``, ``top_p``, ``max_tokens``
+    and ``seed`` shape the sampling of a forced strategy (``ratts/<strategy>``); the router sets its
     own under ``ratts/auto``.
     """
 
@@ -118,6 +119,7 @@ class ChatCompletionRequest(BaseModel):
     prm: str | None = Field(default=None, min_length=1)
     policy: str | None = Field(default=None, min_length=1)
     timeout: float | None = Field(default=None, gt=0)
+    metadata: dict[str, str | int | float] | None = None
 
     @field_validator("budget", mode="before")
     @classmethod

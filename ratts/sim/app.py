@@ -76,8 +76,10 @@ def _choice(
     key: tuple[object, ...],
     j: int,
     req: CompletionRequest,
+    room: int | None = None,
 ) -> tuple[dict[str, Any], int]:
-    """One choice: generate to EOS, cut at the first stop string, then at max_tokens."""
+    """One choice: generate to EOS, cut at the first stop string, then at max_tokens (and
+    at ``room``, what the context leaves after the prompt)."""
     cfg = state.config
     policy = cfg.policies[model]
     question, prior = world.split_prompt(prompt)
@@ -102,6 +104,8 @@ def _choice(
     stops = [s for s in raw if s]
     longest = max((len(s) for s in stops), default=0)
     limit = DEFAULT_MAX_TOKENS if req.max_tokens is None else req.max_tokens
+    if room is not None:
+        limit = min(limit, room)
     # Write lazily; stop once the first stop match (or the length cut) can no longer move.
     text, tokens = "", 0
     for i, step in enumerate(steps):
@@ -222,20 +226,38 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
 
     async def generate(
         req: CompletionRequest, prompts: list[str]
-    ) -> tuple[list[list[tuple[dict[str, Any], int]]], list[int]]:
+    ) -> tuple[list[list[tuple[dict[str, Any], int]]], list[int], list[int]]:
         """``n`` samples per prompt (less ``faults.drop_choices`` off the end of a reply with
-        several), batch slots held, counters updated; (samples per prompt, prompt tokens)."""
+        several), batch slots held, counters updated; (samples per prompt, prompt tokens,
+        prefix-cached prompt tokens). Past ``max_model_len`` it is vLLM's 400."""
         cap = cfg.capacity
+        context = cfg.max_model_len
+        if context is not None and req.max_tokens is not None and req.max_tokens > context:
+            raise _BadRequest(
+                400,
+                f"max_tokens={req.max_tokens} cannot be greater than max_model_len={context}. "
+                "Please request fewer output tokens.",
+                "BadRequestError",
+            )
+        prompt_tokens = [world.count_tokens(prompt) for prompt in prompts]
+        if context is not None and max(prompt_tokens) > context:
+            raise _BadRequest(
+                400,
+                f"This model's maximum context length is {context} tokens. However, your "
+                f"prompt contains {max(prompt_tokens)} input tokens, which exceeds this limit "
+                "even without any output tokens. Please reduce the length of the input prompt.",
+                "BadRequestError",
+            )
         groups: list[list[tuple[dict[str, Any], int]]] = []
         holds: list[float] = []
-        prompt_tokens: list[int] = []
-        for prompt in prompts:
-            p_tokens = world.count_tokens(prompt)
-            prompt_tokens.append(p_tokens)
+        cached: list[int] = []
+        for prompt, p_tokens in zip(prompts, prompt_tokens, strict=True):
+            cached.append(state.cached_tokens(req.model, prompt) if cfg.prefix_cache else 0)
             key = state.sample_key(req.model, prompt, req.seed)
+            room = None if context is None else context - p_tokens
             group = []
             for j in range(req.n):
-                choice, c_tokens = _choice(state, req.model, prompt, key, j, req)
+                choice, c_tokens = _choice(state, req.model, prompt, key, j, req, room)
                 group.append((choice, c_tokens))
                 prefill = _seconds(p_tokens, cap.prefill_tps) if j == 0 else 0.0
                 holds.append(prefill + _seconds(c_tokens, cap.decode_tps))
@@ -252,22 +274,31 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         stats.prompts += len(prompts)
         stats.prompt_tokens += sum(prompt_tokens)
         stats.completion_tokens += sum(t for g in groups for _, t in g)
-        return groups, prompt_tokens
+        stats.cached_tokens += sum(cached)
+        return groups, prompt_tokens, cached
 
     def reply(
-        kind: str, model: str, choices: list[dict[str, Any]], prompt_tokens: int, tokens: int
+        kind: str,
+        model: str,
+        choices: list[dict[str, Any]],
+        prompt_tokens: int,
+        tokens: int,
+        cached: int,
     ) -> dict[str, Any]:
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": tokens,
+            "total_tokens": prompt_tokens + tokens,
+        }
+        if cfg.prefix_cache:
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
         return {
             "id": f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex}",
             "object": kind,
             "created": int(time.time()),
             "model": model,
             "choices": choices,
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": tokens,
-                "total_tokens": prompt_tokens + tokens,
-            },
+            "usage": usage,
         }
 
     async def completions(body: object) -> Response:
@@ -278,7 +309,7 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         if not prompts:
             raise _BadRequest(400, "prompt must not be empty", "BadRequestError")
-        groups, prompt_tokens = await generate(req, prompts)
+        groups, prompt_tokens, cached = await generate(req, prompts)
         d = cfg.dialect
 
         def shaped(pi: int, j: int, choice: dict[str, Any]) -> dict[str, Any]:
@@ -294,6 +325,7 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
                         [shaped(pi, pi, c) for c, _ in group],
                         prompt_tokens[pi],
                         sum(t for _, t in group),
+                        cached[pi],
                     )
                     for pi, group in enumerate(groups)
                 ]
@@ -305,7 +337,7 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         ]
         tokens = sum(t for g in groups for _, t in g)
         return JSONResponse(
-            reply("text_completion", req.model, choices, sum(prompt_tokens), tokens)
+            reply("text_completion", req.model, choices, sum(prompt_tokens), tokens, sum(cached))
         )
 
     async def chat(body: object) -> Response:
@@ -330,13 +362,15 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         sampling = req.model_dump(include=set(SAMPLING_FIELDS))
         creq = CompletionRequest(prompt=prompt, **sampling)
         check(creq)
-        groups, prompt_tokens = await generate(creq, [prompt])
+        groups, prompt_tokens, cached = await generate(creq, [prompt])
         choices = [
             dialects.chat_choice(d, j, c["text"], c["finish_reason"], c["stop_reason"])
             for j, (c, _) in enumerate(groups[0])
         ]
         tokens = sum(t for _, t in groups[0])
-        return JSONResponse(reply("chat.completion", req.model, choices, prompt_tokens[0], tokens))
+        return JSONResponse(
+            reply("chat.completion", req.model, choices, prompt_tokens[0], tokens, cached[0])
+        )
 
     async def pooling(body: object) -> Response:
         req = _parse(PoolingRequest, body)
@@ -410,7 +444,13 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         return {
             "object": "list",
             "data": [
-                {"id": name, "object": "model", "created": created, "owned_by": "ratts-sim"}
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "ratts-sim",
+                    **({"max_model_len": cfg.max_model_len} if cfg.max_model_len else {}),
+                }
                 for name in names
             ],
         }

@@ -135,6 +135,17 @@ class SimConfig(BaseModel):
         default="vllm", description="whose response shape to mimic (see ratts.sim.dialects)"
     )
     chat_only: bool = Field(default=False, description="/v1/completions answers 404 (hosted)")
+    prefix_cache: bool = Field(
+        default=False,
+        description="report usage.prompt_tokens_details.cached_tokens (a prompt prefix served "
+        "before counts as cached), as vLLM does with --enable-prompt-tokens-details",
+    )
+    max_model_len: int | None = Field(
+        default=None,
+        ge=1,
+        description="context length: a longer prompt gets vLLM's 400, max_tokens is clamped "
+        "to what is left, and /v1/models reports it",
+    )
     capacity: Capacity = Capacity()
     faults: Faults = Faults()
 

@@ -1,10 +1,12 @@
 """The simulator's mutable state: request counters, recorded intervals, the fault RNG, the
-per-prompt sample counters and the batch-slot semaphores (one ``SimState`` per app)."""
+per-prompt sample counters, the prefix cache and the batch-slot semaphores (one
+``SimState`` per app)."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -39,6 +41,7 @@ class SimStats:
     prompts: int = 0  # sequence groups: one per prompt of a request (vLLM's unit of work)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
     prm_inputs: int = 0
     prm_tokens: int = 0
     in_flight: int = 0
@@ -57,6 +60,7 @@ class SimStats:
             "prompts": self.prompts,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
             "prm_inputs": self.prm_inputs,
             "prm_tokens": self.prm_tokens,
             "in_flight": self.in_flight,
@@ -90,6 +94,7 @@ class SimState:
         self._fault_rng = random.Random(world.stable_hash(config.seed, "faults"))
         self._fault_pos = 0
         self._prompt_counts: dict[int, int] = {}
+        self._served: set[int] = set()  # hashes of prompts served (the prefix cache)
         self._policy_slots: asyncio.Semaphore | None = None
         self._prm_slots: asyncio.Semaphore | None = None
 
@@ -100,6 +105,22 @@ class SimState:
         self._fault_rng = random.Random(world.stable_hash(self.config.seed, "faults"))
         self._fault_pos = 0
         self._prompt_counts.clear()
+        self._served.clear()
+
+    def cached_tokens(self, model: str, prompt: str) -> int:
+        """Tokens of the longest earlier-served prompt that starts this one (cut at a step
+        boundary), as a prefix cache would reuse them; then remember this prompt."""
+        cuts = [len(prompt)]
+        cuts += [m.end() for m in re.finditer(re.escape(world.SEPARATOR), prompt)]
+        cuts += [m.start() for m in world.STEP_MARK.finditer(prompt)]
+        best = max(
+            (c for c in cuts if c and world.stable_hash(model, prompt[:c]) in self._served),
+            default=0,
+        )
+        if len(self._served) > 500_000:
+            self._served.clear()
+        self._served.add(world.stable_hash(model, prompt))
+        return world.count_tokens(prompt[:best]) if best else 0
 
     def next_fault(self) -> FaultKind:
         f = self.config.faults

@@ -95,6 +95,8 @@ class RunRow(Base):
     final_reward: Mapped[float | None] = mapped_column(Float)
     policy_prompt_tokens: Mapped[int] = mapped_column(Integer)
     policy_completion_tokens: Mapped[int] = mapped_column(Integer)
+    # prompt tokens served from the policy server's prefix cache (part of the prompt tokens)
+    policy_cached_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
     prm_tokens: Mapped[int] = mapped_column(Integer)
     policy_requests: Mapped[int] = mapped_column(Integer)
     prm_requests: Mapped[int] = mapped_column(Integer)

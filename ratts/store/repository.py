@@ -33,6 +33,7 @@ T = TypeVar("T")
 USAGE_COLUMNS = (
     "policy_prompt_tokens",
     "policy_completion_tokens",
+    "policy_cached_tokens",
     "prm_tokens",
     "policy_requests",
     "prm_requests",

@@ -1,4 +1,4 @@
-"""Test-time scaling strategies by name: cot, majority, best_of_n, beam_search, dvts.
+"""Test-time scaling strategies by name: cot, majority, best_of_n, beam_search, dvts, adaptive.
 
 Adding a strategy is one new file (a ``Strategy`` subclass with its traits) plus a
 ``register_strategy`` call; every other layer reads the traits from the registry.
@@ -7,12 +7,14 @@ Adding a strategy is one new file (a ``Strategy`` subclass with its traits) plus
 from __future__ import annotations
 
 from ratts.errors import ConfigError, UnknownStrategyError
+from ratts.strategies.adaptive import AdaptiveConsistency
 from ratts.strategies.base import ScoredStrategy, Strategy
 from ratts.strategies.beam_search import BeamSearch
 from ratts.strategies.best_of_n import BestOfN
 from ratts.strategies.cot import CoT
 from ratts.strategies.dvts import DVTS
 from ratts.strategies.majority import Majority
+from ratts.types import StrategyParams
 
 STRATEGIES: dict[str, Strategy] = {}
 
@@ -52,12 +54,21 @@ def get_strategy(name: str) -> Strategy:
         ) from None
 
 
-for _builtin in (CoT, Majority, BestOfN, BeamSearch, DVTS):
+def with_defaults(strategy: str, params: StrategyParams) -> StrategyParams:
+    """``params`` with the strategy's own defaults (``param_defaults``, e.g. CoT's greedy
+    temperature) for the fields the caller left unset."""
+    defaults = get_strategy(strategy).param_defaults
+    update = {k: v for k, v in defaults.items() if k not in params.model_fields_set}
+    return params.model_copy(update=update) if update else params
+
+
+for _builtin in (CoT, Majority, BestOfN, BeamSearch, DVTS, AdaptiveConsistency):
     register_strategy(_builtin)
 
 __all__ = [
     "DVTS",
     "STRATEGIES",
+    "AdaptiveConsistency",
     "BeamSearch",
     "BestOfN",
     "CoT",
@@ -67,4 +78,5 @@ __all__ = [
     "get_strategy",
     "register_strategy",
     "unregister_strategy",
+    "with_defaults",
 ]

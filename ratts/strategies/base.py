@@ -8,7 +8,8 @@ one subclass (its traits plus a ``_run`` body) and one ``register_strategy`` cal
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from ratts.endpoints.policy import Policy
 from ratts.endpoints.prm import PRM
@@ -47,6 +48,10 @@ class Strategy(ABC):
     reuses_samples: ClassVar[bool] = False
     """Draws independent whole-solution samples from the bare prompt, so samples already
     drawn for the same question (a router probe) can stand in for some of its own."""
+
+    param_defaults: ClassVar[Mapping[str, Any]] = {}
+    """This strategy's own defaults for params the caller left unset (CoT: greedy), applied
+    by ``ratts.strategies.with_defaults`` wherever a config is built."""
 
     def validate(self, params: StrategyParams) -> None:
         """Raise InvalidParamsError (one line) if params cannot work for this strategy."""

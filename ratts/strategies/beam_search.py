@@ -1,4 +1,8 @@
-"""Beam search (N, M): N candidates per step, keep the best N/M by PRM score, expand each by M."""
+"""Beam search (N, M): N candidates per step, keep the best N/M by PRM score, expand each by M.
+
+When fewer than N/M survive a step the best survivors are duplicated (as search-and-learn
+does), so every step still samples N candidates while any beam lives.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ class BeamSearch(ScoredStrategy):
 
     async def _scored(self, run: RunLedger, problem: Problem, policy: Policy, prm: PRM) -> Outcome:
         params = run.params
-        shape = SearchShape(keep=params.n // params.beam_width, expand=params.beam_width)
+        shape = SearchShape(
+            keep=params.n // params.beam_width, expand=params.beam_width, refill=True
+        )
         (leaves,) = await search(run, problem, policy, prm, shape)
-        return run.outcome(leaves, select_leaf(run, leaves))
+        return run.outcome(leaves, await select_leaf(run, leaves))

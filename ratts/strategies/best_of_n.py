@@ -8,7 +8,7 @@ from ratts.endpoints.policy import Policy
 from ratts.endpoints.prm import PRM
 from ratts.strategies.base import ScoredStrategy
 from ratts.strategies.sampling import RunLedger, solution_candidate
-from ratts.strategies.scoring import select
+from ratts.strategies.scoring import off_loop, select
 from ratts.types import Outcome, Problem
 
 
@@ -26,6 +26,6 @@ class BestOfN(ScoredStrategy):
         candidates = [solution_candidate(c, policy.separator) for c in choices]
         await run.score(prm, problem.question, candidates)
         run.event("score", candidates=len(candidates))
-        selected = select(candidates, params.selection, params.aggregation)
+        selected = await off_loop(select, candidates, params.selection, params.aggregation)
         run.event("select", how=params.selection, index=selected)
         return run.outcome(candidates, selected)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from ratts.endpoints.policy import Policy
 from ratts.endpoints.prm import PRM
@@ -17,6 +18,8 @@ class CoT(Strategy):
     name: ClassVar[str] = "cot"
     fixed_n: ClassVar[int | None] = 1
     reuses_samples: ClassVar[bool] = True
+    # The paper's CoT baseline is greedy; a caller's explicit temperature still wins.
+    param_defaults: ClassVar[Mapping[str, Any]] = {"temperature": 0.0}
 
     async def _run(
         self, run: RunLedger, problem: Problem, policy: Policy, prm: PRM | None

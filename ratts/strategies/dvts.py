@@ -1,6 +1,7 @@
 """DVTS (N, M): N/M independent subtrees run concurrently (in lockstep, one PRM call per step
-for all of them), each keeping one beam and expanding it by M per step; the answer is
-selected over all subtrees' leaves.
+for all of them), each keeping one beam and expanding it by M per step; a subtree stops
+once its best-scored child is terminal (the paper's and search-and-learn's rule); the
+answer is selected over all subtrees' leaves.
 
 Independent subtrees trade the single tree's exploitation for diversity, which the paper
 shows pays off at large N.
@@ -26,8 +27,8 @@ class DVTS(ScoredStrategy):
 
     async def _scored(self, run: RunLedger, problem: Problem, policy: Policy, prm: PRM) -> Outcome:
         params = run.params
-        shape = SearchShape(keep=1, expand=params.beam_width)
+        shape = SearchShape(keep=1, expand=params.beam_width, follow_best=True)
         subtrees = params.n // params.beam_width
         pools = await search(run, problem, policy, prm, shape, trees=range(subtrees))
         leaves = [leaf for pool in pools for leaf in pool]
-        return run.outcome(leaves, select_leaf(run, leaves))
+        return run.outcome(leaves, await select_leaf(run, leaves))

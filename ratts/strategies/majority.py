@@ -8,7 +8,7 @@ from ratts.endpoints.policy import Policy
 from ratts.endpoints.prm import PRM
 from ratts.strategies.base import Strategy
 from ratts.strategies.sampling import RunLedger, solution_candidate
-from ratts.strategies.scoring import majority_index
+from ratts.strategies.scoring import majority_index, off_loop
 from ratts.types import Outcome, Problem
 
 
@@ -25,6 +25,6 @@ class Majority(Strategy):
         run.event("sample", n=n)
         choices = await run.sample(policy, policy.prompt(problem.question), n=n, step=False)
         candidates = [solution_candidate(c, policy.separator) for c in choices]
-        selected = majority_index([c.answer for c in candidates])
+        selected = await off_loop(majority_index, [c.answer for c in candidates])
         run.event("select", how="majority", index=selected)
         return run.outcome(candidates, selected)

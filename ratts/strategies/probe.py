@@ -24,7 +24,7 @@ from ratts.grading import grade
 from ratts.strategies import get_strategy
 from ratts.strategies.base import Strategy
 from ratts.strategies.sampling import RunLedger, derive_seed, solution_candidate
-from ratts.strategies.scoring import aggregate, answer_classes
+from ratts.strategies.scoring import aggregate, answer_classes, off_loop
 from ratts.types import Aggregation, Candidate, Outcome, Problem, RunConfig, StrategyParams
 
 DEFAULT_K = 4
@@ -85,6 +85,7 @@ def summarise(
     aggregation: Aggregation = "last",
     *,
     scored: bool = True,
+    deadline: float | None = None,
 ) -> tuple[dict[str, float], int | None]:
     """The probe features of ``candidates`` and the index of the majority answer.
 
@@ -94,7 +95,7 @@ def summarise(
     if k == 0:
         raise InputError("a probe needs at least one sample")
     answers = [c.answer for c in candidates]
-    classes = answer_classes(answers)
+    classes = answer_classes(answers, deadline=deadline)
     scores = [aggregate(c.step_scores, aggregation) for c in candidates]
     steps = [len(c.steps) for c in candidates]
     largest = max((len(c) for c in classes), default=0)
@@ -150,8 +151,12 @@ class Probe(Strategy):
         candidates = [solution_candidate(c, policy.separator) for c in choices]
         if prm is not None:
             await run.score(prm, problem.question, candidates)
-        features, majority = summarise(
-            candidates, run.usage.policy_completion_tokens, p.aggregation, scored=prm is not None
+        features, majority = await off_loop(
+            summarise,
+            candidates,
+            run.usage.policy_completion_tokens,
+            p.aggregation,
+            scored=prm is not None,
         )
         plain = run.outcome(candidates, majority)
         return ProbeResult(

@@ -13,9 +13,10 @@ from dataclasses import replace
 from ratts.endpoints.policy import Policy
 from ratts.endpoints.prm import PRM
 from ratts.strategies import STRATEGIES, get_strategy
+from ratts.strategies.adaptive import AdaptiveConsistency
 from ratts.strategies.probe import ProbeResult
 from ratts.strategies.sampling import RunLedger, derive_seed, require_prm, solution_candidate
-from ratts.strategies.scoring import majority_index, select
+from ratts.strategies.scoring import majority_index, off_loop, select
 from ratts.types import Candidate, Outcome, Problem, RunConfig, StrategyParams
 
 
@@ -96,6 +97,9 @@ async def run_with_probe(
         replace(c, steps=list(c.steps), step_scores=list(c.step_scores))
         for c in result.candidates[:n]
     ]
+    if isinstance(strategy, AdaptiveConsistency):  # it decides itself how many more to draw
+        run.event("reuse_probe", reused=len(reused), extra=None)
+        return await strategy.continue_from(run, problem, policy, reused)
     extra = n - len(reused)
     run.event("reuse_probe", reused=len(reused), extra=extra)
     fresh: list[Candidate] = []
@@ -111,10 +115,10 @@ async def run_with_probe(
         rescore = reused if scorer.name != result.prm else []
         await run.score(scorer, problem.question, [*rescore, *fresh])
         run.event("score", candidates=len(rescore) + len(fresh))
-        selected = select(candidates, params.selection, params.aggregation)
+        selected = await off_loop(select, candidates, params.selection, params.aggregation)
     elif n == 1:
         selected = 0
     else:
-        selected = majority_index([c.answer for c in candidates])
+        selected = await off_loop(majority_index, [c.answer for c in candidates])
     run.event("select", index=selected)
     return run.outcome(candidates, selected)

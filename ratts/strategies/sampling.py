@@ -7,18 +7,19 @@ Prompts are prefix-stable: a step-wise continuation is always
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ratts.endpoints.policy import Choice, CompletionResult, Policy
 from ratts.endpoints.prm import PRM
-from ratts.endpoints.usage import Usage
+from ratts.endpoints.usage import Usage, attach_spent
 from ratts.errors import BadResponseError, InputError, InvalidParamsError
-from ratts.grading import extract_answer, has_boxed
+from ratts.grading import extract_answer, has_boxed, stated_answer
 from ratts.types import Candidate, Outcome, Problem, StrategyParams
 
 # ---------------------------------------------------------------- validation
@@ -85,39 +86,66 @@ def split_steps(text: str, separator: str) -> list[str]:
     return [part for part in text.split(separator) if part.strip()]
 
 
+def _answer(text: str, choice: Choice, separator: str) -> str | None:
+    """A terminal text's answer. Where the model ended the text itself (EOS or a stop
+    string other than the separator) its final number counts; a text cut by the token
+    limit, or an empty step at the separator, holds an answer only if it wrote one (its
+    last number is an intermediate value)."""
+    if choice.finish_reason == "length":
+        return stated_answer(text, cut=True)
+    ended = choice.finish_reason == "stop" and choice.stop_reason != separator
+    return extract_answer(text) if ended else stated_answer(text)
+
+
 def solution_candidate(choice: Choice, separator: str) -> Candidate:
     """A candidate from one whole-solution sample.
 
-    Finished at EOS, at the token limit (the model had its whole budget) or once a complete
-    ``\\boxed{}`` answer is present.
+    Finished at EOS or a stop string, at the token limit (the model had its whole budget;
+    it holds an answer only if it wrote one) or once a complete ``\\boxed{}`` answer is
+    present.
     """
-    finished = choice.hit_eos or choice.finish_reason == "length" or has_boxed(choice.text)
-    if choice.finish_reason == "stop" and choice.stop_reason is not None:
-        finished = True  # an explicit stop string (e.g. EOS text) ended the solution
+    finished = choice.finish_reason in ("stop", "length") or has_boxed(choice.text)
     return Candidate(
         steps=split_steps(choice.text, separator),
-        answer=extract_answer(choice.text),
+        answer=_answer(choice.text, choice, separator),
         finished=finished,
+    )
+
+
+def rollout_candidate(parent: Sequence[str], choice: Choice, separator: str) -> Candidate:
+    """``parent`` continued to the end by one whole-solution sample (the final rollout of a
+    search that reached ``max_steps``): finished, with the answer it reached."""
+    steps = [*parent, *split_steps(choice.text, separator)]
+    return Candidate(
+        steps=steps, answer=_answer(separator.join(steps), choice, separator), finished=True
     )
 
 
 def extend_candidate(parent: Sequence[str], choice: Choice, separator: str) -> Candidate:
     """A child candidate: ``parent`` steps plus one sampled step.
 
-    In step mode only the separator means "more to come": EOS, another stop string or a
-    boxed answer finishes the candidate; a step cut by the token limit is just a step.
-    Only finished candidates get an answer.
+    In step mode only the separator means "more to come". Terminal: EOS, another stop
+    string, a boxed answer, a step cut by the token limit (the paper's rule: a cut step is
+    not a step to splice a separator into) and an empty step (nothing new to score or
+    grow). Only terminal candidates get an answer; a cut one only if it wrote one.
     """
     steps = list(parent)
-    if choice.text.strip():
+    empty = not choice.text.strip()
+    if not empty:
         steps.append(choice.text)
     stopped_elsewhere = choice.finish_reason == "stop" and choice.stop_reason not in (
         None,
         separator,
     )
-    finished = choice.hit_eos or stopped_elsewhere or has_boxed(choice.text)
+    finished = (
+        empty
+        or choice.hit_eos
+        or stopped_elsewhere
+        or choice.finish_reason == "length"
+        or has_boxed(choice.text)
+    )
     # a partial solution has no answer yet (its last number is an intermediate value)
-    answer = extract_answer(separator.join(steps)) if finished else None
+    answer = _answer(separator.join(steps), choice, separator) if finished else None
     return Candidate(steps=steps, answer=answer, finished=finished)
 
 
@@ -145,6 +173,17 @@ class RunLedger:
     def event(self, name: str, **data: Any) -> None:
         self.trace.append({"event": name, **data})
 
+    @contextlib.contextmanager
+    def spending(self) -> Iterator[None]:
+        """Any error out of a call carries this run's usage so far (``usage.spent``), so a
+        run that fails mid-search still logs what the servers served it."""
+        try:
+            yield
+        except BaseException as exc:
+            self.usage.wall_seconds = time.perf_counter() - self.started
+            attach_spent(exc, self.usage)
+            raise
+
     async def sample(
         self,
         policy: Policy,
@@ -155,6 +194,18 @@ class RunLedger:
         key: tuple[object, ...] = (),
     ) -> list[Choice]:
         """One policy request: a step (stop at the separator) or whole solutions."""
+        with self.spending():
+            return await self._sample(policy, prompt, n=n, step=step, key=key)
+
+    async def _sample(
+        self,
+        policy: Policy,
+        prompt: str,
+        *,
+        n: int,
+        step: bool,
+        key: tuple[object, ...],
+    ) -> list[Choice]:
         p = self.params
         result: CompletionResult = await policy.complete(
             prompt,
@@ -181,15 +232,29 @@ class RunLedger:
         *,
         n: int,
         keys: Sequence[tuple[object, ...]],
+        step: bool = True,
     ) -> list[list[Choice]]:
-        """``n`` next steps for each prompt, in one request where the client can (see
-        ``Policy.complete_many``); ``keys[i]`` derives prompt i's seed."""
+        """``n`` next steps (or, ``step=False``, whole continuations) for each prompt, in one
+        request where the client can (see ``Policy.complete_many``); ``keys[i]``
+        derives prompt i's seed."""
+        with self.spending():
+            return await self._sample_many(policy, prompts, n=n, keys=keys, step=step)
+
+    async def _sample_many(
+        self,
+        policy: Policy,
+        prompts: Sequence[str],
+        *,
+        n: int,
+        keys: Sequence[tuple[object, ...]],
+        step: bool,
+    ) -> list[list[Choice]]:
         p = self.params
         result = await policy.complete_many(
             prompts,
             n=n,
-            stop=[policy.separator],
-            max_tokens=p.max_step_tokens,
+            stop=[policy.separator] if step else None,
+            max_tokens=p.max_step_tokens if step else p.max_tokens,
             temperature=p.temperature,
             top_p=p.top_p,
             seeds=[derive_seed(p.seed, *key) for key in keys],
@@ -206,6 +271,10 @@ class RunLedger:
 
     async def score(self, prm: PRM, question: str, candidates: Sequence[Candidate]) -> None:
         """Score every candidate with steps in ONE PRM call; fills ``step_scores`` in place."""
+        with self.spending():
+            await self._score(prm, question, candidates)
+
+    async def _score(self, prm: PRM, question: str, candidates: Sequence[Candidate]) -> None:
         todo = [c for c in candidates if c.steps]
         for c in candidates:
             if not c.steps:

@@ -4,18 +4,47 @@ Answers are grouped into equivalence classes cheaply: an exact match on a normal
 first, then ``ratts.grading.is_equivalent`` against each class's representative only.
 Candidates without an answer cannot win a vote; when no candidate has an answer, selection
 falls back to the highest aggregated score (earliest on ties).
+
+Equivalence checks can take seconds (math-verify in a child process), so strategies run
+selection through ``off_loop``: in a worker thread, never on the event loop, with a
+bounded total time per outcome (``EQUIVALENCE_BUDGET_S``); once it is spent the remaining
+comparisons use only the cheap exact tests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from ratts.errors import InvalidParamsError
 from ratts.grading import is_equivalent
 from ratts.types import Aggregation, Candidate, Selection
 
-EQUIVALENCE_TIMEOUT_S = 2.0
+EQUIVALENCE_TIMEOUT_S = 2.0  # one comparison
+EQUIVALENCE_BUDGET_S = 10.0  # all comparisons of one outcome's selection
+
+T = TypeVar("T")
+
+
+async def off_loop(
+    fn: Callable[..., T], *args: object, budget_s: float = EQUIVALENCE_BUDGET_S, **kwargs: object
+) -> T:
+    """``fn(*args, **kwargs, deadline=...)`` in a worker thread, so slow equivalence checks
+    never stall the event loop; the deadline (``budget_s`` from now, queueing included)
+    bounds the total time its comparisons may take."""
+    deadline = time.monotonic() + budget_s
+    return await asyncio.to_thread(fn, *args, deadline=deadline, **kwargs)
+
+
+def _check_timeout(timeout_s: float, deadline: float | None) -> float:
+    """Time one comparison may take: its own limit, cut to what is left of the budget
+    (0 when it is spent: cheap tests only)."""
+    if deadline is None:
+        return timeout_s
+    return max(0.0, min(timeout_s, deadline - time.monotonic()))
 
 
 def aggregate(step_scores: Sequence[float], how: Aggregation) -> float:
@@ -47,7 +76,10 @@ def normalize_answer(answer: str) -> str:
 
 
 def answer_classes(
-    answers: Sequence[str | None], *, timeout_s: float = EQUIVALENCE_TIMEOUT_S
+    answers: Sequence[str | None],
+    *,
+    timeout_s: float = EQUIVALENCE_TIMEOUT_S,
+    deadline: float | None = None,
 ) -> list[list[int]]:
     """Indices grouped by equivalent answer, classes ordered by their first member.
 
@@ -63,7 +95,7 @@ def answer_classes(
         found = keys.get(key)
         if found is None:
             for c, rep in enumerate(reps):
-                if is_equivalent(answer, rep, timeout_s=timeout_s):
+                if is_equivalent(answer, rep, timeout_s=_check_timeout(timeout_s, deadline)):
                     found = c
                     break
         if found is None:
@@ -76,11 +108,14 @@ def answer_classes(
 
 
 def majority_index(
-    answers: Sequence[str | None], *, timeout_s: float = EQUIVALENCE_TIMEOUT_S
+    answers: Sequence[str | None],
+    *,
+    timeout_s: float = EQUIVALENCE_TIMEOUT_S,
+    deadline: float | None = None,
 ) -> int | None:
     """First member of the largest answer class (ties: the class seen first); None if no
     answer at all."""
-    classes = answer_classes(answers, timeout_s=timeout_s)
+    classes = answer_classes(answers, timeout_s=timeout_s, deadline=deadline)
     if not classes:
         return None
     best = max(classes, key=len)  # max keeps the first of equal maxima
@@ -101,6 +136,7 @@ def select(
     aggregation: Aggregation = "last",
     *,
     timeout_s: float = EQUIVALENCE_TIMEOUT_S,
+    deadline: float | None = None,
 ) -> int | None:
     """Index of the selected candidate, or None when there are no candidates.
 
@@ -117,7 +153,7 @@ def select(
         return _argmax(scores, range(len(candidates)))
     if how == "max":
         return _argmax(scores, answered)
-    classes = answer_classes([c.answer for c in candidates], timeout_s=timeout_s)
+    classes = answer_classes([c.answer for c in candidates], timeout_s=timeout_s, deadline=deadline)
     if how == "majority":
         return max(classes, key=len)[0]
     if how == "weighted":

@@ -7,10 +7,20 @@ The trees of one run step in lockstep (as in the paper's DVTS): per step, ONE PR
 scores every active candidate of every tree; each tree moves its finished candidates to
 its pool, keeps its top ``keep`` unfinished by aggregated score, and expands them with ONE
 policy request (its kept beams as a list of prompts, ``n=expand`` each); the trees'
-requests are all in flight together. A tree stops when nothing is active, when its pool
-holds ``keep * expand`` candidates, or after ``max_steps`` steps; its kept unfinished beams
-then join its pool as unfinished candidates. Lockstep changes no tree's choices (trees
-never look at each other), only how many HTTP round trips a step costs.
+requests are all in flight together. Lockstep changes no tree's choices (trees never
+look at each other), only how many HTTP round trips a step costs.
+
+The paper's (and search-and-learn's) step semantics:
+- terminal: EOS, a boxed answer, a step cut by ``max_tokens``, an empty step, a prompt
+  that no longer fits the context (see ``sampling.extend_candidate``);
+- beam search keeps ``keep`` beams alive while any survives: when fewer survive, the best
+  survivors are duplicated (``refill``), so every step still samples N candidates;
+- a DVTS subtree follows its best child: when that child is terminal the subtree stops
+  (``follow_best``);
+- a tree stops when nothing is alive or its pool holds ``keep * expand`` finished leaves;
+  at ``max_steps`` each kept beam gets a final rollout to the end (one whole-solution
+  continuation), so an outcome has an answer whenever a candidate has text;
+- each tree's pool is trimmed to ``keep * expand`` leaves (finished first, then by score).
 """
 
 from __future__ import annotations
@@ -22,17 +32,26 @@ from typing import Any
 from ratts.endpoints.policy import Policy
 from ratts.endpoints.pool import gather_all
 from ratts.endpoints.prm import PRM
-from ratts.strategies.sampling import RunLedger, extend_candidate, step_prompt
-from ratts.strategies.scoring import aggregate, select
-from ratts.types import Candidate, Problem
+from ratts.strategies.sampling import (
+    RunLedger,
+    extend_candidate,
+    rollout_candidate,
+    step_prompt,
+)
+from ratts.strategies.scoring import aggregate, off_loop, select
+from ratts.types import Aggregation, Candidate, Problem
 
 
 @dataclass(frozen=True, slots=True)
 class SearchShape:
-    """How one search tree grows: beams kept per step and children per kept beam."""
+    """How one search tree grows: beams kept per step and children per kept beam;
+    ``refill`` duplicates the best survivors up to ``keep``; ``follow_best`` stops a tree
+    once its best-scored child is terminal."""
 
     keep: int
     expand: int
+    refill: bool = False
+    follow_best: bool = False
 
     @property
     def width(self) -> int:
@@ -51,6 +70,27 @@ class _Tree:
         return {} if self.label is None else {"subtree": self.label}
 
 
+def _ranked(candidates: Sequence[Candidate], how: Aggregation) -> list[Candidate]:
+    """Best aggregated score first; sorted is stable, so ties keep sampling order."""
+    return sorted(candidates, key=lambda c: aggregate(c.step_scores, how), reverse=True)
+
+
+def _keep(alive: list[Candidate], shape: SearchShape) -> list[Candidate]:
+    """The top ``keep`` survivors (already ranked); with ``refill``, the best survivors
+    repeated in rank order until there are ``keep`` of them."""
+    if not shape.refill or not alive or len(alive) >= shape.keep:
+        return alive[: shape.keep]
+    return [alive[i % len(alive)] for i in range(shape.keep)]
+
+
+def _trim(pool: list[Candidate], size: int, how: Aggregation) -> list[Candidate]:
+    """At most ``size`` leaves: finished ones first, then by aggregated score."""
+    if len(pool) <= size:
+        return pool
+    ranked = _ranked(pool, how)
+    return ([c for c in ranked if c.finished] + [c for c in ranked if not c.finished])[:size]
+
+
 async def search(
     run: RunLedger,
     problem: Problem,
@@ -59,9 +99,10 @@ async def search(
     shape: SearchShape,
     trees: Sequence[int | None] = (None,),
 ) -> list[list[Candidate]]:
-    """Run the trees in lockstep; returns each tree's pool of leaves (finished first, in
-    finishing order). ``trees`` are the trees' labels (None: one unlabelled tree)."""
+    """Run the trees in lockstep; returns each tree's pool of leaves (at most
+    ``shape.width``). ``trees`` are the trees' labels (None: one unlabelled tree)."""
     params = run.params
+    how = params.aggregation
     sep = policy.separator
     forest = [_Tree(label) for label in trees]
     root = step_prompt(policy, problem.question, [])
@@ -74,29 +115,30 @@ async def search(
         tree.active = [extend_candidate([], choice, sep) for choice in choices]
 
     running = forest
+    rolling: list[_Tree] = []
     for depth in range(1, params.max_steps + 1):
         await run.score(prm, problem.question, [c for tree in running for c in tree.active])
         expanding = []
         for tree in running:
+            ranked = _ranked(tree.active, how)
             done = [c for c in tree.active if c.finished]
             tree.pool.extend(done)
-            alive = [c for c in tree.active if not c.finished]
-            ranked = sorted(
-                range(len(alive)),
-                key=lambda i: aggregate(alive[i].step_scores, params.aggregation),
-                reverse=True,
-            )  # sorted is stable: equal scores keep sampling order
-            tree.kept = [alive[i] for i in ranked[: shape.keep]]
+            alive = [c for c in ranked if not c.finished]
+            best_done = shape.follow_best and bool(ranked) and ranked[0].finished
+            tree.kept = [] if best_done else _keep(alive, shape)
             run.event(
                 "step",
                 k=depth,
                 kept=len(tree.kept),
                 candidates=len(tree.active),
                 finished=len(done),
+                **({"best_finished": best_done} if shape.follow_best else {}),
                 **tree.tag(),
             )
-            if not tree.kept or len(tree.pool) >= shape.width or depth == params.max_steps:
-                tree.pool.extend(tree.kept)
+            if not tree.kept or len(tree.pool) >= shape.width:
+                continue
+            if depth == params.max_steps:
+                rolling.append(tree)
             else:
                 expanding.append(tree)
         if not expanding:
@@ -107,7 +149,40 @@ async def search(
         for tree, kids in zip(expanding, children, strict=True):
             tree.active = kids
         running = expanding
-    return [tree.pool for tree in forest]
+    if rolling:
+        await _roll_out(run, problem, policy, prm, rolling)
+    return [_trim(tree.pool, shape.width, how) for tree in forest]
+
+
+async def _roll_out(
+    run: RunLedger, problem: Problem, policy: Policy, prm: PRM, trees: list[_Tree]
+) -> None:
+    """``max_steps`` reached: each kept beam continued to the end (one request per tree),
+    the results scored in one PRM call and added to their trees' pools."""
+    for tree in trees:
+        run.event("rollout", beams=len(tree.kept), **tree.tag())
+    results = await gather_all(
+        [
+            run.sample_many(
+                policy,
+                [step_prompt(policy, problem.question, beam.steps) for beam in tree.kept],
+                n=1,
+                keys=[(tree.label, "rollout", b) for b in range(len(tree.kept))],
+                step=False,
+            )
+            for tree in trees
+        ]
+    )
+    finals = [
+        [
+            rollout_candidate(beam.steps, choices[0], policy.separator)
+            for beam, choices in zip(tree.kept, per_beam, strict=True)
+        ]
+        for tree, per_beam in zip(trees, results, strict=True)
+    ]
+    await run.score(prm, problem.question, [c for leaves in finals for c in leaves])
+    for tree, leaves in zip(trees, finals, strict=True):
+        tree.pool.extend(leaves)
 
 
 async def _expand(
@@ -133,12 +208,14 @@ async def _expand(
     ]
 
 
-def select_leaf(run: RunLedger, leaves: list[Candidate]) -> int | None:
+async def select_leaf(run: RunLedger, leaves: list[Candidate]) -> int | None:
     """Selection over the leaves, preferring finished ones; all leaves if none finished."""
     params = run.params
     finished = [i for i, c in enumerate(leaves) if c.finished]
     among = finished or list(range(len(leaves)))
-    picked = select([leaves[i] for i in among], params.selection, params.aggregation)
+    picked = await off_loop(
+        select, [leaves[i] for i in among], params.selection, params.aggregation
+    )
     selected = None if picked is None else among[picked]
     run.event("select", how=params.selection, index=selected, finished=len(finished))
     return selected
