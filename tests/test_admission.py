@@ -17,7 +17,7 @@ from ratts.endpoints.policy import Choice, ParsedCompletion, _prompt_major
 from ratts.serving import ServerThread
 from ratts.settings import PolicySpec
 from ratts.sim import SimServer
-from tests.test_policy_client import QUESTION, MakeSim, spec_for
+from test_policy_client import QUESTION, MakeSim, spec_for
 
 
 def _choices(server: SimServer) -> list[int]:

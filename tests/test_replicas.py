@@ -25,7 +25,7 @@ from ratts.settings import PolicySpec, PRMSpec, load_settings
 from ratts.sim import SimConfig, SimServer
 from ratts.store import open_store
 from ratts.types import RunConfig, StrategyParams
-from tests.test_policy_client import QUESTION, closed_port, completions
+from test_policy_client import QUESTION, closed_port, completions
 
 FAST = RetryPolicy(base_delay=0.01, max_delay=0.05)
 MakeSim = Callable[..., SimServer]
