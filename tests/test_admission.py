@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from test_policy_client import QUESTION, MakeSim, spec_for
 
 from ratts.endpoints import PolicyClient
 from ratts.endpoints.admission import SequenceSlots
@@ -17,7 +18,6 @@ from ratts.endpoints.policy import Choice, ParsedCompletion, _prompt_major
 from ratts.serving import ServerThread
 from ratts.settings import PolicySpec
 from ratts.sim import SimServer
-from test_policy_client import QUESTION, MakeSim, spec_for
 
 
 def _choices(server: SimServer) -> list[int]:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sweep_helpers import sim_dataset
 from test_admission import _max_sequences
+from test_policy_client import QUESTION, closed_port, completions
 
 from ratts.endpoints import PolicyClient
 from ratts.endpoints.pool import RetryPolicy
@@ -25,7 +26,6 @@ from ratts.settings import PolicySpec, PRMSpec, load_settings
 from ratts.sim import SimConfig, SimServer
 from ratts.store import open_store
 from ratts.types import RunConfig, StrategyParams
-from test_policy_client import QUESTION, closed_port, completions
 
 FAST = RetryPolicy(base_delay=0.01, max_delay=0.05)
 MakeSim = Callable[..., SimServer]
