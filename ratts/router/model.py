@@ -51,6 +51,7 @@ CONFIG_NUMERIC = ("n", "beam_width", "log2_n")
 DEFAULT_NUMERIC = (*TEXT_NUMERIC, *PROBE_NUMERIC, *CONFIG_NUMERIC)
 DEFAULT_CATEGORICAL = (*TEXT_CATEGORICAL, *CONFIG_CATEGORICAL)
 MIN_ROWS = 50
+ISOTONIC_MIN_ROWS = 1000
 GROUP_KEY = "problem_id"
 
 
@@ -98,7 +99,7 @@ class RouterModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         max_leaf_nodes: int = 15,
         min_samples_leaf: int = 20,
         l2_regularization: float = 1.0,
-        calibration: str = "isotonic",
+        calibration: str = "auto",
         cv: int = 3,
         min_rows: int = MIN_ROWS,
         random_state: int = 0,
@@ -215,8 +216,9 @@ class RouterModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             raise RouterError(
                 "a calibration fold holds a single outcome; log more varied runs and retry"
             )
+        self.calibration_used_ = self._calibration_method(len(labels))
         calibrated = CalibratedClassifierCV(
-            self._pipeline(), method=self.calibration, cv=splits, ensemble=True
+            self._pipeline(), method=self.calibration_used_, cv=splits, ensemble=True
         )
         with threadpool_limits(limits=self.n_threads):
             calibrated.fit(matrix, labels)
@@ -225,6 +227,18 @@ class RouterModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.classes_ = np.array([False, True])
         self.n_rows_ = len(labels)
         return self
+
+    def _calibration_method(self, rows: int) -> str:
+        """``auto``: isotonic from ``ISOTONIC_MIN_ROWS`` graded runs, else sigmoid (Platt).
+
+        Isotonic calibration on a few hundred rows is a step function: many configs then
+        share one predicted accuracy, the tie goes to the cheapest, and the router keeps
+        answering from the probe whatever the features say. Platt scaling is monotone in
+        the model's score, so the ranking survives (scikit-learn's calibration guide gives
+        the same advice for small calibration sets)."""
+        if self.calibration != "auto":
+            return self.calibration
+        return "isotonic" if rows >= ISOTONIC_MIN_ROWS else "sigmoid"
 
     def predict_proba(self, X: Sequence[Mapping[str, Any]]) -> NDArray[np.float64]:
         calibrated = getattr(self, "calibrated_", None)

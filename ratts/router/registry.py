@@ -41,6 +41,7 @@ TRUSTED: list[str] = [
     "ratts.router.model.TrainedRouter",
     "ratts.router.model.RouterModel",
     "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 ]
 
