@@ -13,8 +13,11 @@ deduplicated and split into train and held-out by a hash of the normalised quest
    --db ...`` shows it); the artifact is copied to ``bench/results/real_router.skops``.
 3. Sweep the same fixed configs (and the probe) on the HELD-OUT problems: the baselines.
 4. Solve every held-out problem through ``Orchestrator.solve`` (the served path: probe,
-   route, run) at each token budget of ``--budgets`` (default: three levels read off the
-   train costs); each solve is saved as it finishes (resumable).
+   route, run) at each MEAN token budget of ``--budgets`` (default: levels read off the
+   train costs). A mean budget is served as ``Orchestrator(lam=...)``, the router's
+   Lagrange multiplier calibrated on the train problems' features so that its picks
+   average the budget (``ratts.router.allocate``); levels whose lam repeats a smaller
+   level's (same picks) are skipped. Each solve is saved as it finishes (resumable).
 5. Compare at matched mean tokens (and FLOPs): the router vs the best fixed config, the best
    majority config and the oracle-by-difficulty rule (the best config per number of
    operations chosen on the held-out labels themselves: a ceiling, not a baseline), with
@@ -49,9 +52,17 @@ from ratts.local import policy_spec, prepare, start_server, stop_server
 from ratts.local.serve import free_port, read_record
 from ratts.orchestrator.orchestrator import Orchestrator
 from ratts.orchestrator.sweep import SweepStats, collect_probes, run_sweep
+from ratts.router.allocate import lam_for_mean
 from ratts.router.registry import RouterRegistry
+from ratts.router.router import Router
 from ratts.router.splits import dedupe, split_by_text
-from ratts.router.train import records_from_store, train_and_register
+from ratts.router.train import (
+    default_probe,
+    records_from_store,
+    split_probes,
+    train_and_register,
+    with_features,
+)
 from ratts.settings import PRMSpec, Settings, load_settings
 from ratts.store import Store, open_store
 from ratts.strategies.probe import DEFAULT_K
@@ -223,11 +234,43 @@ def train_costs(store: Store) -> tuple[float, dict[str, float]]:
 
 
 def default_budgets(probe: float, costs: dict[str, float]) -> list[int]:
-    """Three total-token levels (the probe included): the probe plus 1.2x the cheapest,
-    the median and the dearest config's train cost."""
+    """Four mean total-token levels (the probe included): the probe plus half the cheapest
+    config's train cost, and plus 1.2x the cheapest, the median and the dearest one's."""
     ordered = sorted(costs.values())
-    picks = (ordered[0], ordered[len(ordered) // 2], ordered[-1])
-    return sorted({int(probe + 1.2 * c) for c in picks})
+    picks = (0.5 * ordered[0], 1.2 * ordered[0], 1.2 * ordered[len(ordered) // 2])
+    return sorted({int(probe + c) for c in (*picks, 1.2 * ordered[-1])})
+
+
+def train_features(store: Store) -> list[dict[str, Any]]:
+    """Each train problem's features as the router sees them at serve time (text + probe,
+    no metadata): the sample a mean budget's lam is calibrated on."""
+    runs, probes = split_probes(records_from_store(store, dataset=TRAIN_DS))
+    per: dict[str, dict[str, Any]] = {}
+    for rec in with_features(runs, probes, default_probe(probes)):
+        per.setdefault(str(rec["problem_id"]), dict(rec["features"]))
+    return list(per.values())
+
+
+def calibrate_lams(
+    settings: Settings, store: Store, budgets: Sequence[int], probe_cost: float
+) -> dict[int, float]:
+    """Per mean budget, the trained router's lam (``ratts.router.allocate``); none without
+    a trained router (the cold start then routes under a per-question budget)."""
+    router = Router(settings, store)
+    features = train_features(store)
+    out: dict[int, float] = {}
+    for budget in budgets:
+        try:
+            lam, mean = lam_for_mean(router, features, budget, probe_cost=probe_cost)
+        except RouterError as exc:
+            print(f"  mean budget {budget}: {exc}", flush=True)
+            continue
+        if lam in out.values():  # the same picks as a smaller budget: nothing new to measure
+            print(f"  mean budget {budget}: lam {lam:.3g} again (train mean {mean:.0f}); skipped")
+            continue
+        out[budget] = lam
+        print(f"  mean budget {budget}: lam {lam:.3g} (train mean {mean:.0f} tokens)", flush=True)
+    return out
 
 
 async def solve_held_out(
@@ -239,54 +282,63 @@ async def solve_held_out(
     path: Path,
     k: int,
     concurrency: int,
+    lams: dict[int, float],
 ) -> None:
-    """Every held-out problem through the served path at each budget, saved as it lands."""
+    """Every held-out problem through the served path at each budget, saved as it lands.
+
+    A budget with a calibrated lam is a mean budget: ``Orchestrator(lam=...)`` and no
+    per-question cap; without one (no trained router) it caps each question."""
     solved: dict[str, dict[str, Any]] = state.setdefault("solves", {})
-    async with Orchestrator(settings, store=store_url, probe_k=k, seed=0) as orch:
-        gate = asyncio.Semaphore(concurrency)
+    state["lams"] = {str(b): lam for b, lam in lams.items()}
 
-        async def one(budget: int, problem: Problem) -> None:
-            key = f"{budget}|{problem.question}"
-            if key in solved:
+    async def level(budget: int) -> None:
+        lam = lams.get(budget)
+        cap = None if lam is not None else Budget(tokens=budget)
+        async with Orchestrator(settings, store=store_url, probe_k=k, seed=0, lam=lam) as orch:
+            await asyncio.gather(*(one(orch, cap, budget, p) for p in problems))
+
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(orch: Orchestrator, cap: Budget | None, budget: int, problem: Problem) -> None:
+        key = f"{budget}|{problem.question}"
+        if key in solved:
+            return
+        bare = Problem(id=problem.id, question=problem.question, answer=problem.answer)
+        async with gate:
+            try:
+                r = await orch.solve(bare, budget=cap, timeout=900, dataset=SOLVE_DS)
+            except RattsError as exc:
+                solved[key] = {
+                    "error": str(exc),
+                    "correct": False,
+                    "tokens": 0.0,
+                    "flops": 0.0,
+                    "config": None,
+                }
                 return
-            bare = Problem(id=problem.id, question=problem.question, answer=problem.answer)
-            async with gate:
-                try:
-                    r = await orch.solve(
-                        bare, budget=Budget(tokens=budget), timeout=900, dataset=SOLVE_DS
-                    )
-                except RattsError as exc:
-                    solved[key] = {
-                        "error": str(exc),
-                        "correct": False,
-                        "tokens": 0.0,
-                        "flops": 0.0,
-                        "config": None,
-                    }
-                    return
-            solved[key] = {
-                "budget": budget,
-                "question": problem.question,
-                "ops": int(problem.meta.get("ops", 0)),
-                "correct": bool(r.correct),
-                "tokens": float(r.usage.total_tokens),
-                "probe_tokens": float(r.probe_usage.total_tokens),
-                "flops": float(r.usage.flops),
-                "config": r.config.label(),
-                "reason": r.reason,
-                "router_version": r.router_version,
-                "answer_source": r.answer_source,
-            }
-            save_json(path, state)
-            done = sum(1 for x in solved if x.startswith(f"{budget}|"))
-            print(
-                f"  solve budget {budget}: {done}/{len(problems)} ({r.config.label()}, "
-                f"{'right' if r.correct else 'wrong'}, {r.usage.total_tokens} tok)",
-                flush=True,
-            )
+        solved[key] = {
+            "budget": budget,
+            "question": problem.question,
+            "ops": int(problem.meta.get("ops", 0)),
+            "correct": bool(r.correct),
+            "tokens": float(r.usage.total_tokens),
+            "probe_tokens": float(r.probe_usage.total_tokens),
+            "flops": float(r.usage.flops),
+            "config": r.config.label(),
+            "reason": r.reason,
+            "router_version": r.router_version,
+            "answer_source": r.answer_source,
+        }
+        save_json(path, state)
+        done = sum(1 for x in solved if x.startswith(f"{budget}|"))
+        print(
+            f"  solve budget {budget}: {done}/{len(problems)} ({r.config.label()}, "
+            f"{'right' if r.correct else 'wrong'}, {r.usage.total_tokens} tok)",
+            flush=True,
+        )
 
-        for budget in budgets:
-            await asyncio.gather(*(one(budget, p) for p in problems))
+    for budget in budgets:
+        await level(budget)
 
 
 # ---------------------------------------------------------------- comparison
@@ -370,6 +422,13 @@ def compare(
         ml, macc, mtok, _ = best_within(table, questions, tok, "tokens", only="majority")
         oracle = oracle_bins(table, questions, ops, tok, "tokens")
         fbl, fbacc, _, fbfl = best_within(table, questions, fl, "flops")
+        paired = [
+            float(solves[f"{budget}|{q}"]["correct"]) - float(table[bl][q]["correct"])
+            for q in questions
+            if bl in table
+        ]  # the same problems on both sides: the difference's SE is the paired one
+        diff = sum(paired) / n if paired else math.nan
+        diff_se = math.sqrt(sum((d - diff) ** 2 for d in paired) / max(n - 1, 1) / n)
         chosen: dict[str, int] = defaultdict(int)
         for r in rows:
             chosen[str(r["config"])] += 1
@@ -408,6 +467,7 @@ def compare(
                     "se": se(macc, n),
                     "mean_tokens": mtok,
                 },
+                "router_minus_best_fixed": {"diff": diff, "paired_se": diff_se},
                 "oracle_bins_at_tokens": oracle,
                 "best_fixed_at_flops": {
                     "config": fbl,
@@ -450,9 +510,9 @@ def markdown(result: dict[str, Any], detail: dict[str, Any]) -> str:
         f"(policy {', '.join(detail['setup']['models'])}, N in {detail['setup']['ns']}, "
         f"max tokens {detail['setup']['max_tokens']}).",
         "",
-        "| token budget | router (± SE) | mean tokens | best fixed at those tokens | "
-        "majority | oracle by difficulty | router picks |",
-        "|---:|---:|---:|---|---:|---:|---|",
+        "| mean token budget | router (± SE) | mean tokens | best fixed at those tokens | "
+        "router - best fixed (paired SE) | majority | oracle by difficulty | router picks |",
+        "|---:|---:|---:|---|---:|---:|---:|---|",
     ]
     for lv, d in zip(result["levels"], detail["levels"], strict=True):
         picks = ", ".join(
@@ -461,6 +521,8 @@ def markdown(result: dict[str, Any], detail: dict[str, Any]) -> str:
         lines.append(
             f"| {lv['budget']} | {lv['router']:.3f} ± {d['router']['se']:.3f} "
             f"| {lv['mean_tokens']:.0f} | {lv['best_fixed']:.3f} ({lv['best_fixed_config']}) "
+            f"| {d['router_minus_best_fixed']['diff']:+.3f} ± "
+            f"{d['router_minus_best_fixed']['paired_se']:.3f} "
             f"| {lv['majority']:.3f} | {lv['oracle_bins']:.3f} | {picks} |"
         )
     lines += [
@@ -629,8 +691,10 @@ async def run(args: argparse.Namespace) -> None:
             else:
                 budgets = default_budgets(probe_cost, costs)
             print(f"budgets (total tokens per problem, probe included): {budgets}", flush=True)
+            lams = calibrate_lams(settings, store, budgets, probe_cost)
+            budgets = [b for b in budgets if b in lams] if lams else budgets
             await solve_held_out(
-                settings, db_url, held, budgets, state, state_path, args.k, args.concurrency
+                settings, db_url, held, budgets, state, state_path, args.k, args.concurrency, lams
             )
             table = fixed_table(store, HELD_DS)
         finally:
@@ -727,7 +791,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--use-held-out", type=int, default=0, help="use the first N held")
     parser.add_argument("--ns", default="4,8,16", help="N for majority / Best-of-N")
     parser.add_argument("--tree-ns", default="", help="N for beam search / DVTS (default --ns)")
-    parser.add_argument("--budgets", default="", help="token budgets (default: from train costs)")
+    parser.add_argument(
+        "--budgets", default="", help="mean token budgets (default: from train costs)"
+    )
     parser.add_argument("--models", default="smollm2-135m")
     parser.add_argument("--max-tokens", type=int, default=384)
     parser.add_argument("--max-value", type=int, default=20)
