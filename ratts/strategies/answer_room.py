@@ -5,7 +5,8 @@ with no answer (a step cut by the context holds only what it wrote). So, for eac
 - when the context leaves less than ``ANSWER_TOKENS`` after the policy's ``answer_cue``, it
   gets one answer-forcing completion instead of another step (the cue appended,
   ``max_tokens`` = what is left, stopping at the separator), as ``max_steps`` ends with a
-  final rollout;
+  final rollout; with less than ``ANSWER_FLOOR`` left (the last step took the room), the
+  answer is asked after the step before it;
 - otherwise it steps (or rolls out) with ``max_tokens`` clipped to what the context leaves;
   a continuation the context cut is dropped and the branch answers from its last whole
   step instead (never spliced after half a sentence; its tokens are still in the usage).
@@ -31,8 +32,10 @@ from ratts.strategies.sampling import (
 )
 from ratts.types import Candidate
 
-# Room an answer needs after the cue: "4329}." or "\frac{3}{4}}." and a margin.
+# Room an answer needs after the cue ("4329}." or "\frac{3}{4}}." and a margin); below
+# ``ANSWER_FLOOR`` the answer is asked one step back, where the branch had room to say it.
 ANSWER_TOKENS = 16
+ANSWER_FLOOR = 8
 
 Key = tuple[object, ...]
 
@@ -72,13 +75,33 @@ async def _sample(
     return out
 
 
-async def _answer_ask(policy: Policy, prompt: str, key: Key) -> tuple[_Ask, bool]:
-    """The answer-forcing request after ``prompt`` (its cue appended, what is left to say
-    the answer), and whether the context leaves too little for anything but an answer."""
-    cued = prompt + policy.spec.answer_cue
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """An answer-forcing request: after ``base`` steps, the cue appended."""
+
+    base: Sequence[str]
+    ask: _Ask
+    left: int | None  # what the context leaves after the cue (None: unknown)
+
+
+async def _answer_at(policy: Policy, question: str, base: Sequence[str], key: Key) -> _Answer:
+    cued = step_prompt(policy, question, base) + policy.spec.answer_cue
     left = await policy.room(cued)
-    ask = _Ask(cued, max(1, ANSWER_TOKENS if left is None else left), (*key, "answer"))
-    return ask, left is not None and left < ANSWER_TOKENS
+    size = max(1, ANSWER_TOKENS if left is None else left)
+    return _Answer(base, _Ask(cued, size, (*key, "answer")), left)
+
+
+async def _answer_for(
+    policy: Policy, question: str, steps: Sequence[str], key: Key
+) -> _Answer | None:
+    """The answer-forcing request for a branch the context leaves too little to step in
+    (None: it has room to step). With too little even for an answer, one step back."""
+    here = await _answer_at(policy, question, steps, key)
+    if here.left is None or here.left >= ANSWER_TOKENS:
+        return None
+    if here.left >= ANSWER_FLOOR or not steps:
+        return here
+    return await _answer_at(policy, question, steps[:-1], key)
 
 
 def _refused(choice: Choice) -> bool:
@@ -103,10 +126,11 @@ async def grow(
     cue = policy.spec.answer_cue
     prompts = [step_prompt(policy, question, steps) for steps in parents]
     answering = [
-        await _answer_ask(policy, prompt, key) for prompt, key in zip(prompts, keys, strict=True)
+        await _answer_for(policy, question, steps, key)
+        for steps, key in zip(parents, keys, strict=True)
     ]
-    ending = [i for i, (_, now) in enumerate(answering) if now]
-    going = [i for i, (_, now) in enumerate(answering) if not now]
+    ending = [(i, a) for i, a in enumerate(answering) if a is not None]
+    going = [i for i, a in enumerate(answering) if a is None]
     asks = []
     for i in going:
         left = await policy.room(prompts[i])
@@ -116,12 +140,12 @@ async def grow(
     grown, answers = await gather_all(
         [
             _sample(run, policy, asks, n, step),
-            _sample(run, policy, [answering[i][0] for i in ending], n, True),
+            _sample(run, policy, [a.ask for _, a in ending], n, True),
         ]
     )
     children: list[list[Candidate]] = [[] for _ in parents]
-    for i, choices in zip(ending, answers, strict=True):
-        children[i] = [answered_candidate(parents[i], c, cue, sep) for c in choices]
+    for (i, a), choices in zip(ending, answers, strict=True):
+        children[i] = [answered_candidate(a.base, c, cue, sep) for c in choices]
 
     cut: list[tuple[int, int]] = []  # (parent, child): a continuation the context cut
     build = extend_candidate if step else rollout_candidate
@@ -134,10 +158,7 @@ async def grow(
         run.event("answer", now=len(ending) * n, after_cut=len(cut))
     if not cut:
         return children
-    closing = [
-        _Ask(answering[i][0].prompt, answering[i][0].budget, (*keys[i], "answer", j))
-        for i, j in cut
-    ]
+    closing = [(await _answer_at(policy, question, parents[i], (*keys[i], j))).ask for i, j in cut]
     finals = await _sample(run, policy, closing, 1, True)
     for (i, j), (final,) in zip(cut, finals, strict=True):
         if not _refused(final):
