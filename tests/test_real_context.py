@@ -2,8 +2,9 @@
 
 Beam search and DVTS branches outgrow the context; each such branch is told to answer
 (issue 11, point 7) and the runs finish with an answer instead of failing on the server's
-400 or ending with none. ``max_tokens`` (1024, over the context) is clipped to what the context leaves, and
-the prompt tokens vLLM served from its prefix cache are reported and charged no FLOPs.
+400 or ending with none. ``max_tokens`` (1024, over the context) is clipped to what the
+context leaves, and the prompt tokens vLLM served from its prefix cache are reported and
+charged no FLOPs.
 """
 
 from __future__ import annotations
