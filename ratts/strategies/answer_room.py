@@ -153,7 +153,11 @@ async def grow(
         children[i] = [build(parents[i], c, sep) for c in choices]
         after = await policy.room(prompts[i])  # with this reply's token counts learnt
         if ask.budget < asked or (after is not None and after < asked):
-            cut += [(i, j) for j, c in enumerate(choices) if c.finish_reason == "length"]
+            cut += [
+                (i, j)
+                for j, c in enumerate(choices)
+                if c.finish_reason == "length" and not _refused(c)  # refused: no room here
+            ]
     if ending or cut:
         run.event("answer", now=len(ending) * n, after_cut=len(cut))
     if not cut:
