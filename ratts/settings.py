@@ -34,6 +34,10 @@ DEFAULT_USER_TEMPLATE = (
     "put the final answer in \\boxed{{}}.\n\nProblem: {question}"
 )
 
+# Appended to a branch the context is about to end, so its last words are a final answer in
+# the form the templates above ask for (see ``ratts.strategies.answer_room``).
+DEFAULT_ANSWER_CUE = "The final answer is \\boxed{"
+
 PolicyAPI = Literal["completions", "chat"]
 # Whose response shape to read step ends from; "auto" reads whichever field is present.
 Dialect = Literal["auto", "vllm", "sglang", "llamacpp", "openai"]
@@ -129,6 +133,11 @@ class PolicySpec(Replicated):
     step_separator: str = "\n\n"
     stop: tuple[str, ...] = Field(default=(), description="extra stop sequences, e.g. EOS text")
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
+    answer_cue: str = Field(
+        default=DEFAULT_ANSWER_CUE,
+        description="text that makes the model state its final answer next, appended when "
+        "a search branch has only room left for an answer (match it to your templates)",
+    )
     supports_n: bool = True
     max_n: int | None = Field(
         default=None, ge=1, description="most choices one request may ask for (None: any)"

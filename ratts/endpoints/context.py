@@ -21,6 +21,10 @@ _CONTEXT_ERROR = re.compile(
     r"exceeds model's maximum context length",
     re.I,
 )
+# Characters per token before any server count has been seen (English BPE text averages a
+# little over 4); also the estimate for servers that omit ``usage``.
+PRIOR_CHARS_PER_TOKEN = 4
+
 _CONTEXT_SIZE = re.compile(r"maximum context length (?:is|of) (\d+)|max_model_len=(\d+)", re.I)
 
 
@@ -67,6 +71,15 @@ class ContextWindow:
             ratio = chars / tokens
             if self._chars_per_token is None or ratio < self._chars_per_token:
                 self._chars_per_token = ratio
+
+    def room(self, prompt: str) -> int | None:
+        """Tokens the context leaves after ``prompt`` (None: context unknown), for planning
+        what to ask next. Before any server count it assumes ``PRIOR_CHARS_PER_TOKEN``, since
+        a plan that assumed an empty prompt would plan steps the context cannot hold."""
+        if self.tokens is None:
+            return None
+        per = self._chars_per_token or PRIOR_CHARS_PER_TOKEN
+        return self.tokens - math.ceil(len(prompt) / per)
 
     def clip(self, prompt: str, max_tokens: int) -> int:
         """``max_tokens`` cut to what the context leaves after ``prompt`` (at least 1: the

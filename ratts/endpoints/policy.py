@@ -24,6 +24,7 @@ from ratts.endpoints.admission import Grant, Lease
 from ratts.endpoints.chat import CHAT_SPLIT, chat_body, chat_prompt
 from ratts.endpoints.closing import AsyncClosing
 from ratts.endpoints.context import (
+    PRIOR_CHARS_PER_TOKEN,
     ContextWindow,
     context_from_error,
     context_from_models,
@@ -85,8 +86,8 @@ def ended_choices(n: int) -> CompletionResult:
 
 
 def _estimate_tokens(text: str) -> int:
-    """Rough tokens for servers that omit ``usage`` (about 4 characters per token)."""
-    return (len(text) + 3) // 4
+    """Rough tokens for servers that omit ``usage``."""
+    return -(-len(text) // PRIOR_CHARS_PER_TOKEN)
 
 
 def _per_prompt(
@@ -166,6 +167,10 @@ class Policy(Protocol):
 
     def prompt(self, question: str) -> str:
         """The prefix-stable prompt for a question (steps are appended after it)."""
+        ...
+
+    async def room(self, prompt: str) -> int | None:
+        """Tokens the context leaves after ``prompt``, estimated (None: context unknown)."""
         ...
 
     async def complete(
@@ -257,6 +262,11 @@ class PolicyClient(AsyncClosing):
     def context_tokens(self) -> int | None:
         """The policy's context length, once known (settings, /v1/models or a 400)."""
         return self._window.tokens
+
+    async def room(self, prompt: str) -> int | None:
+        """Tokens the context leaves after ``prompt``, estimated (None: context unknown)."""
+        await self._learn_context()
+        return self._window.room(prompt)
 
     async def _learn_context(self) -> None:
         """Ask ``/v1/models`` once for the served model's ``max_model_len`` (vLLM reports

@@ -185,6 +185,9 @@ class WatchedPolicy:
     def prompt(self, question: str) -> str:
         return self._inner.prompt(question)
 
+    async def room(self, prompt: str) -> int | None:
+        return await self._inner.room(prompt)
+
     async def complete(
         self, prompt: str, *, seed: int | None = None, **options: Unpack[SamplingOptions]
     ) -> CompletionResult:

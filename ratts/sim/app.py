@@ -98,7 +98,10 @@ def _choice(
     )
     sep = world.SEPARATOR
     lead = ""
-    if prior and not prompt.endswith(sep):
+    rest = world.answer_rest(problem, prior, draw)
+    if rest is not None:  # the prompt began the final answer (an answer cue): finish it
+        steps = iter([rest])
+    elif prior and not prompt.endswith(sep):
         lead = "\n" if prompt.endswith("\n") else sep
     raw = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
     stops = [s for s in raw if s]

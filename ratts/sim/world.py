@@ -34,7 +34,8 @@ GREEDY_DRAW = 0.4999
 
 _DIFFICULTY_TAG = re.compile(r"\[difficulty=([0-9]*\.?[0-9]+)\]")
 STEP_MARK = re.compile(r"Step \d+:")
-_STEP_SPLIT = re.compile(r"(?=Step \d+:)|(?=The final answer is)")
+ANSWER_LEAD = "The final answer is"
+_STEP_SPLIT = re.compile(rf"(?=Step \d+:)|(?={ANSWER_LEAD})")
 _VALUE = re.compile(r"x_\d+ = (-?\d+)")
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -184,7 +185,7 @@ def split_prompt(prompt: str) -> tuple[str, list[str]]:
     q_start = prompt.rfind("Problem: ")
     mark = STEP_MARK.search(prompt, max(q_start, 0))
     if mark is None:
-        answer = prompt.find("The final answer is", max(q_start, 0))
+        answer = prompt.find(ANSWER_LEAD, max(q_start, 0))
         cut = answer if answer >= 0 else len(prompt)
     else:
         cut = mark.start()
@@ -252,6 +253,36 @@ def _filler(draw: Draws, shrink: float = 0.0) -> str:
     return " ".join(words[: 2 + int(u * 8 * (1.0 - shrink))])
 
 
+def _distractor(problem: ProblemModel, draw: Draws) -> str:
+    """A wrong final answer: one of the problem's distractors, by their weights."""
+    u, acc = draw(), 0.0
+    for w, cand in zip(DISTRACTOR_WEIGHTS, problem.distractors, strict=True):
+        acc += w
+        if u < acc:
+            return cand
+    return problem.distractors[-1]
+
+
+def _answer_sentence(answer: str) -> str:
+    return f"{ANSWER_LEAD} \\boxed{{{answer}}}."
+
+
+def answer_rest(problem: ProblemModel, prior: Sequence[str], draw: Draws) -> str | None:
+    """The rest of a final-answer sentence the prompt has begun (an answer cue such as
+    "The final answer is \\boxed{"), or None when the prompt ends in no such beginning.
+
+    Told to answer now, the policy states the gold answer when its chain is right and
+    complete, and otherwise rushes to a distractor (as after an error).
+    """
+    if not prior or not prior[-1].startswith(ANSWER_LEAD) or step_answer(prior[-1]) is not None:
+        return None
+    before = prior[:-1]
+    values = sum(1 for s in before if step_answer(s) is None)
+    right = all(correctness(problem, before)) and values >= problem.num_steps
+    sentence = _answer_sentence(problem.gold if right else _distractor(problem, draw))
+    return sentence[len(prior[-1]) :] if sentence.startswith(prior[-1]) else None
+
+
 def continue_solution(
     problem: ProblemModel,
     prior: Sequence[str],
@@ -283,16 +314,7 @@ def continue_solution(
     k = len(prior) + 1
     while True:
         if k > problem.num_steps or (not ok and draw() < rush):
-            if ok:
-                answer = problem.gold
-            else:
-                u, acc, answer = draw(), 0.0, problem.distractors[-1]
-                for w, cand in zip(DISTRACTOR_WEIGHTS, problem.distractors, strict=True):
-                    acc += w
-                    if u < acc:
-                        answer = cand
-                        break
-            yield f"The final answer is \\boxed{{{answer}}}."
+            yield _answer_sentence(problem.gold if ok else _distractor(problem, draw))
             return
         shrink = 0.0
         if ok:

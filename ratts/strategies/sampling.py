@@ -149,6 +149,15 @@ def extend_candidate(parent: Sequence[str], choice: Choice, separator: str) -> C
     return Candidate(steps=steps, answer=answer, finished=finished)
 
 
+def answered_candidate(base: Sequence[str], choice: Choice, cue: str, separator: str) -> Candidate:
+    """``base`` steps closed by an answer-forcing completion (``cue`` + what the model wrote
+    after it, one last step): finished, with the answer it states (None if it wrote none)."""
+    steps = [*base, cue + choice.text]
+    return Candidate(
+        steps=steps, answer=_answer(separator.join(steps), choice, separator), finished=True
+    )
+
+
 def derive_seed(seed: int | None, *keys: object) -> int | None:
     """A per-request seed that is reproducible yet differs between requests of one run."""
     if seed is None:
@@ -233,12 +242,16 @@ class RunLedger:
         n: int,
         keys: Sequence[tuple[object, ...]],
         step: bool = True,
+        max_tokens: int | None = None,
     ) -> list[list[Choice]]:
         """``n`` next steps (or, ``step=False``, whole continuations) for each prompt, in one
         request where the client can (see ``Policy.complete_many``); ``keys[i]``
-        derives prompt i's seed."""
+        derives prompt i's seed. ``max_tokens`` overrides the params' limit (a branch near
+        the end of the context asks less)."""
         with self.spending():
-            return await self._sample_many(policy, prompts, n=n, keys=keys, step=step)
+            return await self._sample_many(
+                policy, prompts, n=n, keys=keys, step=step, max_tokens=max_tokens
+            )
 
     async def _sample_many(
         self,
@@ -248,13 +261,16 @@ class RunLedger:
         n: int,
         keys: Sequence[tuple[object, ...]],
         step: bool,
+        max_tokens: int | None,
     ) -> list[list[Choice]]:
         p = self.params
+        if max_tokens is None:
+            max_tokens = p.max_step_tokens if step else p.max_tokens
         result = await policy.complete_many(
             prompts,
             n=n,
             stop=[policy.separator] if step else None,
-            max_tokens=p.max_step_tokens if step else p.max_tokens,
+            max_tokens=max_tokens,
             temperature=p.temperature,
             top_p=p.top_p,
             seeds=[derive_seed(p.seed, *key) for key in keys],

@@ -13,6 +13,8 @@ look at each other), only how many HTTP round trips a step costs.
 The paper's (and search-and-learn's) step semantics:
 - terminal: EOS, a boxed answer, a step cut by ``max_tokens``, an empty step, a prompt
   that no longer fits the context (see ``sampling.extend_candidate``);
+- a branch the context is about to end gets a final answer instead of another step
+  (``answer_room``: steps keep room for it free);
 - beam search keeps ``keep`` beams alive while any survives: when fewer survive, the best
   survivors are duplicated (``refill``), so every step still samples N candidates;
 - a DVTS subtree follows its best child: when that child is terminal the subtree stops
@@ -20,7 +22,8 @@ The paper's (and search-and-learn's) step semantics:
 - a tree stops when nothing is alive or its pool holds ``keep * expand`` finished leaves;
   at ``max_steps`` each kept beam gets a final rollout to the end (one whole-solution
   continuation), so an outcome has an answer whenever a candidate has text;
-- each tree's pool is trimmed to ``keep * expand`` leaves (finished first, then by score).
+- each tree's pool is trimmed to ``keep * expand`` leaves (finished first, answered first,
+  then by score).
 """
 
 from __future__ import annotations
@@ -32,12 +35,8 @@ from typing import Any
 from ratts.endpoints.policy import Policy
 from ratts.endpoints.pool import gather_all
 from ratts.endpoints.prm import PRM
-from ratts.strategies.sampling import (
-    RunLedger,
-    extend_candidate,
-    rollout_candidate,
-    step_prompt,
-)
+from ratts.strategies.answer_room import grow
+from ratts.strategies.sampling import RunLedger
 from ratts.strategies.scoring import aggregate, off_loop, select
 from ratts.types import Aggregation, Candidate, Problem
 
@@ -84,11 +83,12 @@ def _keep(alive: list[Candidate], shape: SearchShape) -> list[Candidate]:
 
 
 def _trim(pool: list[Candidate], size: int, how: Aggregation) -> list[Candidate]:
-    """At most ``size`` leaves: finished ones first, then by aggregated score."""
+    """At most ``size`` leaves: finished ones first (those with an answer before those
+    without, so trimming never drops every answer), then by aggregated score."""
     if len(pool) <= size:
         return pool
     ranked = _ranked(pool, how)
-    return ([c for c in ranked if c.finished] + [c for c in ranked if not c.finished])[:size]
+    return sorted(ranked, key=lambda c: (not c.finished, c.answer is None))[:size]
 
 
 async def search(
@@ -103,16 +103,17 @@ async def search(
     ``shape.width``). ``trees`` are the trees' labels (None: one unlabelled tree)."""
     params = run.params
     how = params.aggregation
-    sep = policy.separator
     forest = [_Tree(label) for label in trees]
-    root = step_prompt(policy, problem.question, [])
     for tree in forest:
         run.event("sample", n=shape.width, **tree.tag())
     firsts = await gather_all(
-        [run.sample(policy, root, n=shape.width, step=True, key=(tree.label, 0)) for tree in forest]
+        [
+            grow(run, policy, problem.question, [[]], n=shape.width, keys=[(tree.label, 0)])
+            for tree in forest
+        ]
     )
-    for tree, choices in zip(forest, firsts, strict=True):
-        tree.active = [extend_candidate([], choice, sep) for choice in choices]
+    for tree, (first,) in zip(forest, firsts, strict=True):
+        tree.active = first
 
     running = forest
     rolling: list[_Tree] = []
@@ -163,9 +164,11 @@ async def _roll_out(
         run.event("rollout", beams=len(tree.kept), **tree.tag())
     results = await gather_all(
         [
-            run.sample_many(
+            grow(
+                run,
                 policy,
-                [step_prompt(policy, problem.question, beam.steps) for beam in tree.kept],
+                problem.question,
+                [beam.steps for beam in tree.kept],
                 n=1,
                 keys=[(tree.label, "rollout", b) for b in range(len(tree.kept))],
                 step=False,
@@ -173,13 +176,7 @@ async def _roll_out(
             for tree in trees
         ]
     )
-    finals = [
-        [
-            rollout_candidate(beam.steps, choices[0], policy.separator)
-            for beam, choices in zip(tree.kept, per_beam, strict=True)
-        ]
-        for tree, per_beam in zip(trees, results, strict=True)
-    ]
+    finals = [[leaf for (leaf,) in per_beam] for per_beam in results]
     await run.score(prm, problem.question, [c for leaves in finals for c in leaves])
     for tree, leaves in zip(trees, finals, strict=True):
         tree.pool.extend(leaves)
@@ -195,17 +192,15 @@ async def _expand(
 ) -> list[Candidate]:
     """``expand`` children for each kept beam of one tree, in one request."""
     beams = tree.kept
-    results = await run.sample_many(
+    results = await grow(
+        run,
         policy,
-        [step_prompt(policy, problem.question, beam.steps) for beam in beams],
+        problem.question,
+        [beam.steps for beam in beams],
         n=expand,
         keys=[(tree.label, depth, b) for b in range(len(beams))],
     )
-    return [
-        extend_candidate(beam.steps, choice, policy.separator)
-        for beam, choices in zip(beams, results, strict=True)
-        for choice in choices
-    ]
+    return [child for children in results for child in children]
 
 
 async def select_leaf(run: RunLedger, leaves: list[Candidate]) -> int | None:
