@@ -141,7 +141,7 @@ async def _faulted(state: SimState, kind: FaultKind) -> Response | None:
         return _error(500, "simulated internal server error", "InternalServerError")
     if kind == "429":
         resp = _error(429, "simulated rate limit", "RateLimitError")
-        resp.headers["retry-after"] = "0"
+        resp.headers["retry-after"] = f"{state.config.faults.retry_after_s:g}"
         return resp
     if kind == "malformed":
         return Response(
