@@ -81,7 +81,8 @@ async def test_three_hundred_problems_under_the_fault_mix_lose_nothing(
 
         port = faulty.port
         faulty.stop()  # the faults stop: the endpoint comes back clean on the same port
-        calm = SimServer(SimConfig(), port=port).start()
+        calm = SimServer(SimConfig(), port=port)
+        calm.start()
         try:
             retried = await run_sweep(
                 problems, CONFIGS, store, settings, concurrency=16, retry_failed=True

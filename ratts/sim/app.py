@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 
 from ratts.sim import dialects, prm_input, world
 from ratts.sim.config import FaultKind, SimConfig
@@ -165,6 +166,8 @@ def _parse(model: type[_M], body: object) -> _M:
 async def _json_body(request: Request) -> object:
     try:
         return await request.json()
+    except ClientDisconnect:  # e.g. it gave up during an injected 'timeout': nobody to answer
+        raise _BadRequest(499, "client closed the request", "ClientDisconnect") from None
     except ValueError:
         raise _BadRequest(400, "request body is not valid JSON", "BadRequestError") from None
 
