@@ -1,7 +1,7 @@
 """A PRM that is down (after its retries) makes the strategies that need it vote instead:
 majority vote over the run's own whole samples (Best-of-N) or over N fresh ones (the tree
 searches), with the Outcome, its trace, the solve's JSON and the run row saying so. A PRM
-that refuses the request (4xx) is a fault to show, not an outage: the run fails.
+that answers with errors (5xx, 4xx) is up but failing, a fault to show: the run fails.
 
 
 The policy is a simulator on loopback; the PRM is a second simulator that answers, then is
@@ -19,6 +19,7 @@ from sweep_helpers import sim_dataset
 from test_policy_client import closed_port
 
 from ratts import Orchestrator, Problem
+from ratts.errors import ServerError
 from ratts.orchestrator.runner import PRM_FALLBACK
 from ratts.orchestrator.sweep import load_problems, run_sweep
 from ratts.settings import PolicySpec, PRMSpec, Settings
@@ -157,6 +158,20 @@ async def test_a_prm_that_refuses_the_request_still_fails_the_run(
         rows = store.runs()
     assert (stats.done, stats.failed) == (0, 2)
     assert all(r["error"].startswith("RequestRejectedError") for r in rows)
+
+
+async def test_a_prm_that_answers_with_errors_still_fails_the_run(
+    sim: SimServer, make_sim: MakeSim, tmp_path: Path
+) -> None:
+    failing = make_sim(faults={"sequence": ["ok"], "error_500": 1.0})  # up, then only 500s
+    settings = _settings(tmp_path, sim.base_url, failing.base_url, **DOWN_FAST)
+    async with Orchestrator(settings) as orch:
+        await orch.solve("Warm-up: 1 + 1?", strategy="best_of_n", budget=2)
+        with pytest.raises(ServerError, match="HTTP 500"):
+            await orch.solve(QUESTION, strategy="best_of_n", budget=4)
+        assert orch.store is not None
+        row = orch.store.runs()[-1]
+    assert row["error"].startswith("ServerError") and PRM_FALLBACK not in row["features"]
 
 
 async def test_a_prm_that_never_answered_fails_the_run_as_misconfigured(

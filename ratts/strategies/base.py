@@ -115,9 +115,10 @@ async def vote_instead(
 class ScoredStrategy(Strategy):
     """A strategy guided by a PRM: its body gets the PRM, never None.
 
-    When the PRM is down (after its retries) the run falls back to majority vote rather
-    than fail: a strategy that ``reuses_samples`` votes over the whole samples it drew, a
-    search over N fresh ones. The Outcome's ``prm_fallback`` (and its trace) says so.
+    When the PRM is down (no connection or no answer after its retries, having answered
+    before: ``sampling.prm_down``) the run falls back to majority vote rather than fail: a
+    strategy that ``reuses_samples`` votes over the whole samples it drew, a search over N
+    fresh ones. The Outcome's ``prm_fallback`` (and its trace) says so.
     """
 
     needs_prm: ClassVar[bool] = True

@@ -25,8 +25,6 @@ from ratts.errors import (
     EndpointUnreachableError,
     InputError,
     InvalidParamsError,
-    RateLimitedError,
-    ServerError,
 )
 from ratts.grading import extract_answer, has_boxed, stated_answer
 from ratts.types import Candidate, Outcome, Problem, StrategyParams
@@ -72,9 +70,10 @@ def check_problem(problem: Problem) -> None:
         raise InputError("the question is empty", param="question")
 
 
-#: what a PRM endpoint raises when it is down after its retries (or its outage grace); a
-#: refused request (4xx) or a malformed answer is a fault to show, not an outage to vote past
-PRM_DOWN = (EndpointUnreachableError, EndpointTimeoutError, ServerError, RateLimitedError)
+#: what a PRM endpoint raises when it is down after its retries (or its outage grace): no
+#: connection or no answer. A PRM that answers with an error (5xx, 429, 4xx, a malformed
+#: body) is up but failing: that is shown as the run's error, not voted past
+PRM_DOWN = (EndpointUnreachableError, EndpointTimeoutError)
 
 
 def prm_down(exc: BaseException) -> bool:
