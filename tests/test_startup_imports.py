@@ -50,14 +50,14 @@ except SystemExit as exc:
     assert not exc.code, exc.code
 heavy = {"sklearn", "skops", "openai", "matplotlib", "aiohttp", "httpx", "numpy", "alembic"}
 loaded = {m.split(".")[0] for m in sys.modules} & heavy
-loaded |= {m for m in ("ratts.router", "ratts.strategies") if m in sys.modules}
+loaded |= {m for m in ("ratts.router", "ratts.strategies", "sqlalchemy.orm") if m in sys.modules}
 print(",".join(sorted(loaded)) or "none")
 """
 
 
 def test_router_show_on_an_empty_database_imports_nothing_heavy(tmp_path: Path) -> None:
     """``ratts router show`` only lists rows: no router package, no HTTP clients, no
-    scikit-learn, and (on a database already at head) no Alembic."""
+    scikit-learn, no SQLAlchemy ORM, and (on a database already at head) no Alembic."""
     url = f"sqlite:///{tmp_path}/runs.db"
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     first = subprocess.run(  # creates the schema (Alembic runs here, once)
