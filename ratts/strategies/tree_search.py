@@ -161,22 +161,10 @@ async def _roll_out(
     trees' pools."""
     for tree in trees:
         run.event("rollout", beams=len(tree.kept), **tree.tag())
-    beams = [(tree, b, beam) for tree in trees for b, beam in enumerate(tree.kept)]
-    results = await grow(
-        run,
-        policy,
-        problem.question,
-        [beam.steps for _, _, beam in beams],
-        n=1,
-        keys=[(tree.label, "rollout", b) for tree, b, _ in beams],
-        step=False,
-    )
-    finals: dict[int, list[Candidate]] = {id(tree): [] for tree in trees}
-    for (tree, _, _), leaves in zip(beams, results, strict=True):
-        finals[id(tree)] += leaves
-    await run.score(prm, problem.question, [c for leaves in finals.values() for c in leaves])
-    for tree in trees:
-        tree.pool.extend(finals[id(tree)])
+    finals = await _grow_trees(run, problem, policy, trees, n=1, depth="rollout", step=False)
+    await run.score(prm, problem.question, [c for leaves in finals for c in leaves])
+    for tree, leaves in zip(trees, finals, strict=True):
+        tree.pool.extend(leaves)
 
 
 async def _expand(
@@ -187,9 +175,23 @@ async def _expand(
     expand: int,
     depth: int,
 ) -> list[list[Candidate]]:
-    """``expand`` children for each kept beam of every tree, in one request for the step
-    (a list of prompts: the trees' requests fill the server's batch together and cost one
-    round trip). Each prompt keeps its own seed key, so a seeded run (one request per
+    """``expand`` children for each kept beam of every tree (see ``_grow_trees``)."""
+    return await _grow_trees(run, problem, policy, trees, n=expand, depth=depth, step=True)
+
+
+async def _grow_trees(
+    run: RunLedger,
+    problem: Problem,
+    policy: Policy,
+    trees: list[_Tree],
+    *,
+    n: int,
+    depth: int | str,
+    step: bool,
+) -> list[list[Candidate]]:
+    """``n`` children of each kept beam of every tree, per tree, in one request for the
+    step (a list of prompts: the trees' requests fill the server's batch together and cost
+    one round trip). Each prompt keeps its own seed key, so a seeded run (one request per
     prompt) samples exactly what it did with one request per tree."""
     beams = [(tree, b, beam) for tree in trees for b, beam in enumerate(tree.kept)]
     results = await grow(
@@ -197,13 +199,14 @@ async def _expand(
         policy,
         problem.question,
         [beam.steps for _, _, beam in beams],
-        n=expand,
+        n=n,
         keys=[(tree.label, depth, b) for tree, b, _ in beams],
+        step=step,
     )
-    children: dict[int, list[Candidate]] = {id(tree): [] for tree in trees}
-    for (tree, _, _), grown in zip(beams, results, strict=True):
-        children[id(tree)] += grown
-    return [children[id(tree)] for tree in trees]
+    grown: dict[int, list[Candidate]] = {id(tree): [] for tree in trees}
+    for (tree, _, _), children in zip(beams, results, strict=True):
+        grown[id(tree)] += children
+    return [grown[id(tree)] for tree in trees]
 
 
 async def select_leaf(run: RunLedger, leaves: list[Candidate]) -> int | None:
