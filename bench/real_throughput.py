@@ -13,8 +13,12 @@ same generated arithmetic problems for every row, and for each cap on sequences 
 
 Completion tokens are the server's own count (``vllm:generation_tokens_total`` in
 ``/metrics``, before and after each row); tokens/s = completion tokens / wall seconds; the
-figure of merit is each row's ratio to the ceiling's tokens/s at the same cap. Results go
-to ``bench/results/real_throughput.json`` and a plot ``real_throughput.png``.
+figure of merit is each row's ratio to the ceiling's tokens/s at the same cap. Where the
+time went, per row: the server's prompt tokens and how many of them its prefix cache served
+(``fresh`` = prompt - cached is what it really prefilled), its summed per-request prefill,
+decode and queue seconds, and the client's mean share of the cap in flight
+(``client_slot_use``: near 1 with few tokens/s means the server, not the client, is slow).
+Results go to ``bench/results/real_throughput.json`` and a plot ``real_throughput.png``.
 
 Usage (vLLM takes both cores; hold the machine-wide lock for the whole run)::
 
@@ -72,35 +76,82 @@ def params() -> StrategyParams:
 # ---------------------------------------------------------------- the server's counters
 
 
-def vllm_tokens(root: str) -> tuple[float, float]:
-    """(prompt, completion) tokens the vLLM server has counted so far."""
-    totals = {"vllm:prompt_tokens_total": 0.0, "vllm:generation_tokens_total": 0.0}
+# What each row reads from the server before and after it: vLLM's Prometheus counters
+# (histogram ``_sum`` series for the per-request seconds, summed over their labels).
+VLLM_COUNTERS = {
+    "prompt_tokens": "vllm:prompt_tokens_total",
+    "completion_tokens": "vllm:generation_tokens_total",
+    "cached_prompt_tokens": "vllm:prompt_tokens_cached_total",
+    "server_prefill_s": "vllm:request_prefill_time_seconds_sum",
+    "server_decode_s": "vllm:request_decode_time_seconds_sum",
+    "server_queue_s": "vllm:request_queue_time_seconds_sum",
+    "server_requests": "vllm:request_success_total",
+}
+
+
+def vllm_counters(root: str) -> dict[str, float]:
+    """The counters above as the vLLM server has them now (absent ones read 0)."""
+    wanted = {metric: key for key, metric in VLLM_COUNTERS.items()}
+    totals = dict.fromkeys(VLLM_COUNTERS, 0.0)
     for line in httpx.get(f"{root}/metrics", timeout=30).text.splitlines():
         name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in totals:
-            totals[name] += float(line.rsplit(" ", 1)[1])
-    return totals["vllm:prompt_tokens_total"], totals["vllm:generation_tokens_total"]
+        if name in wanted:
+            totals[wanted[name]] += float(line.rsplit(" ", 1)[1])
+    return totals
 
 
-def sim_tokens(root: str) -> tuple[float, float]:
+def sim_counters(root: str) -> dict[str, float]:
     stats = httpx.get(f"{root}/sim/stats", timeout=30).json()
-    return float(stats["prompt_tokens"]), float(stats["completion_tokens"])
+    return {
+        "prompt_tokens": float(stats["prompt_tokens"]),
+        "completion_tokens": float(stats["completion_tokens"]),
+        "cached_prompt_tokens": float(stats["cached_tokens"]),
+    }
+
+
+class SlotMeter:
+    """The time-average of sequences in flight at the client, sampled every ``every_s``:
+    a row whose client keeps its cap full but gets few tokens/s is slow at the server."""
+
+    def __init__(self, read: Callable[[], int], every_s: float = 0.05) -> None:
+        self._read = read
+        self._every = every_s
+        self._samples: list[int] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            self._samples.append(self._read())
+            await asyncio.sleep(self._every)
+
+    def __enter__(self) -> SlotMeter:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def mean(self) -> float:
+        return sum(self._samples) / len(self._samples) if self._samples else 0.0
 
 
 # ---------------------------------------------------------------- the rows
 
 
-async def ceiling(spec: PolicySpec, problems: Sequence[Problem], cap: int) -> int:
+async def ceiling(spec: PolicySpec, problems: Sequence[Problem], cap: int) -> dict[str, Any]:
     """``cap`` workers, each sending single-sample requests until N per problem are done."""
     client = PolicyClient(spec)  # only for its prompt template
     prompts = [client.prompt(p.question) for p in problems for _ in range(N)]
     stops = merge_stops(spec.stop)
     todo = iter(prompts)
+    busy = [0]
     connector = aiohttp.TCPConnector(limit=cap)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def worker() -> None:
             for prompt in todo:
+                busy[0] += 1
                 body: dict[str, Any] = {
                     "model": spec.model,
                     "prompt": prompt,
@@ -113,9 +164,11 @@ async def ceiling(spec: PolicySpec, problems: Sequence[Problem], cap: int) -> in
                 async with session.post(f"{spec.base_url}/completions", json=body) as resp:
                     resp.raise_for_status()
                     await resp.read()
+                busy[0] -= 1
 
-        await asyncio.gather(*(worker() for _ in range(cap)))
-    return len(prompts)
+        with SlotMeter(lambda: busy[0]) as meter:
+            await asyncio.gather(*(worker() for _ in range(cap)))
+    return {"http_requests": len(prompts), "client_slot_use": round(meter.mean() / cap, 3)}
 
 
 async def ratts_row(spec: PolicySpec, problems: Sequence[Problem], strategy: str) -> dict[str, Any]:
@@ -123,17 +176,19 @@ async def ratts_row(spec: PolicySpec, problems: Sequence[Problem], strategy: str
     prm = ArithmeticPRM(PRMSpec(name="arith", kind="arithmetic")) if impl.needs_prm else None
     p = params()
     async with PolicyClient(spec) as policy:
-        outcomes = await asyncio.gather(*(impl.run(pr, policy, prm, p) for pr in problems))
+        with SlotMeter(lambda: policy.sequences_in_flight) as meter:
+            outcomes = await asyncio.gather(*(impl.run(pr, policy, prm, p) for pr in problems))
     return {
         "http_requests": sum(o.usage.policy_requests for o in outcomes),
         "client_completion_tokens": sum(o.usage.policy_completion_tokens for o in outcomes),
+        "client_slot_use": round(meter.mean() / spec.max_concurrency, 3),
     }
 
 
 def run_rows(
     base_url: str,
     root: str,
-    tokens: Callable[[str], tuple[float, float]],
+    counters: Callable[[str], dict[str, float]],
     problems: Sequence[Problem],
     caps: Sequence[int],
     spec_for: Callable[[int], PolicySpec],
@@ -143,14 +198,16 @@ def run_rows(
         spec = spec_for(cap)
         ceiling_tps: float | None = None
         for label in ("ceiling", "majority", "best_of_n", "beam_search", "dvts"):
-            p0, c0 = tokens(root)
+            before = counters(root)
             start = time.perf_counter()
             if label == "ceiling":
-                extra: dict[str, Any] = {"http_requests": asyncio.run(ceiling(spec, problems, cap))}
+                extra = asyncio.run(ceiling(spec, problems, cap))
             else:
                 extra = asyncio.run(ratts_row(spec, problems, label))
             wall = time.perf_counter() - start
-            p1, c1 = tokens(root)
+            after = counters(root)
+            spent = {k: after[k] - before[k] for k in after}
+            c0, c1 = before["completion_tokens"], after["completion_tokens"]
             tps = (c1 - c0) / wall
             if label == "ceiling":
                 ceiling_tps = tps
@@ -163,17 +220,18 @@ def run_rows(
                 "row": name,
                 "strategy": label,
                 "wall_s": round(wall, 2),
-                "prompt_tokens": int(p1 - p0),
-                "completion_tokens": int(c1 - c0),
+                **{k: round(v, 2) if k.endswith("_s") else int(v) for k, v in spent.items()},
                 "completion_tokens_per_s": round(tps, 2),
                 "ratio_to_ceiling": round(tps / ceiling_tps, 3),
                 "target": TARGETS.get(label),
                 **extra,
             }
             rows.append(row)
+            fresh = spent["prompt_tokens"] - spent["cached_prompt_tokens"]
             print(
                 f"cap {cap:>3} {name:<18} {wall:7.1f}s {int(c1 - c0):>7} tok "
-                f"{tps:7.1f} tok/s  {tps / ceiling_tps:5.2f} of ceiling",
+                f"{tps:7.1f} tok/s  {tps / ceiling_tps:5.2f} of ceiling  "
+                f"{int(fresh):>7} fresh prompt tok  slots {extra['client_slot_use']:.2f} busy",
                 flush=True,
             )
     return rows
@@ -256,10 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     caps = [int(c) for c in args.caps.split(",")]
     problems = arithmetic_problems(args.problems, seed=args.seed)
     server = sim_server() if args.sim else real_server()
-    tokens = sim_tokens if args.sim else vllm_tokens
+    counters = sim_counters if args.sim else vllm_counters
     started = time.time()
     with server as (base_url, root, spec_for):
-        rows = run_rows(base_url, root, tokens, problems, caps, spec_for)
+        rows = run_rows(base_url, root, counters, problems, caps, spec_for)
     result = {
         "bench": "real_throughput",
         "simulated": args.sim,

@@ -15,14 +15,22 @@ exactly what ratts adds: HTTP in and out of ratts, parsing, routing, the strateg
 work, grading and the log write, plus any queueing inside ratts under load. Endpoint
 concurrency limits are raised above the load so they do not add queueing of their own.
 
-Usage: ``.venv/bin/python bench/server_load.py`` (about a minute on 2 cores). Writes
-``bench/results/server_load.json``. Every model number is from a SIMULATION.
+Load shape: ``--clients`` clients (default 200), each sending its next request as soon as
+its last one is answered, for ``--duration`` seconds (default 60) per scenario; requests
+still in flight at the end are awaited and counted. The ratts server's memory is sampled
+from /proc every 0.5 s: its resident set at the start and end of each scenario, the
+highest sample, and the kernel's own peak (VmHWM) for the whole process.
+
+Usage: ``flock /tmp/ratts-vllm.lock .venv/bin/python bench/server_load.py`` (about two and a
+half minutes on 2 cores). Writes ``bench/results/server_load.json``. Every model number is
+from a SIMULATION.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -79,8 +87,13 @@ class Summary:
     scenario: str
     model: str
     budget: int
+    clients: int
+    duration_s: float
     requests: int
     errors: int
+    rss_start_mb: float
+    rss_end_mb: float
+    rss_max_mb: float
     wall_s: float
     throughput_rps: float
     e2e_p50_s: float
@@ -115,9 +128,23 @@ timeout_s = 120
 """
 
 
+@dataclass
+class Served:
+    url: str  # its /v1 URL
+    pid: int
+
+
+def memory_mb(pid: int, field: str = "VmRSS") -> float:
+    """A memory figure of process ``pid`` from /proc (VmRSS now, VmHWM its peak), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 @contextmanager
-def ratts_server(sim: SimProcess, tmp: Path, *, log_runs: bool = True) -> Iterator[str]:
-    """``python -m ratts.cli serve`` on a free port; yields its /v1 URL."""
+def ratts_server(sim: SimProcess, tmp: Path, *, log_runs: bool = True) -> Iterator[Served]:
+    """``python -m ratts.cli serve`` on a free port; yields its /v1 URL and pid."""
     toml = tmp / "ratts.toml"
     toml.write_text(settings_toml(sim.url, tmp / "runs.db"))
     port = free_port()
@@ -130,7 +157,7 @@ def ratts_server(sim: SimProcess, tmp: Path, *, log_runs: bool = True) -> Iterat
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(proc, url, timeout_s=120, what="ratts serve")
-        yield f"{url}/v1"
+        yield Served(f"{url}/v1", proc.pid)
     finally:
         stop_process(proc, timeout_s=20)
 
@@ -160,17 +187,41 @@ def pct(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-async def scenario(url: str, name: str, model: str, budget: int, n: int) -> Summary:
+async def scenario(
+    served: Served, name: str, model: str, budget: int, clients: int, duration_s: float
+) -> Summary:
+    replies: list[Reply] = []
+    rss: list[float] = []
+
+    async def client_loop(client: openai.AsyncOpenAI, c: int, until: float) -> None:
+        i = 0
+        while time.perf_counter() < until:
+            replies.append(await one(client, model, budget, c * 1_000_000 + i))
+            i += 1
+
+    async def sample_memory(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            rss.append(memory_mb(served.pid))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+
+    # the openai client's own pool allows 1,000 connections: enough for every client
     async with openai.AsyncOpenAI(
-        base_url=url, api_key="unused", max_retries=0, timeout=300
+        base_url=served.url, api_key="unused", max_retries=0, timeout=300
     ) as client:
         for i in range(3):  # warm-up: first-request imports and connections
             await one(client, model, budget, -1 - i)
+        rss_start = memory_mb(served.pid)
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(sample_memory(stop))
         start = time.perf_counter()
-        replies = await asyncio.gather(*(one(client, model, budget, i) for i in range(n)))
+        await asyncio.gather(*(client_loop(client, c, start + duration_s) for c in range(clients)))
         wall = time.perf_counter() - start
+        stop.set()
+        await sampler
+        rss_end = memory_mb(served.pid)
     good = [r for r in replies if r.ok]
-    for r in replies:
+    for r in replies[:5]:
         if not r.ok:
             print(f"  error: {r.error}", file=sys.stderr)
     added = [r.seconds - r.sim_seconds for r in good]
@@ -180,8 +231,13 @@ async def scenario(url: str, name: str, model: str, budget: int, n: int) -> Summ
         scenario=name,
         model=model,
         budget=budget,
-        requests=n,
-        errors=n - len(good),
+        clients=clients,
+        duration_s=duration_s,
+        requests=len(replies),
+        errors=len(replies) - len(good),
+        rss_start_mb=round(rss_start, 1),
+        rss_end_mb=round(rss_end, 1),
+        rss_max_mb=round(max(rss, default=rss_end), 1),
         wall_s=wall,
         throughput_rps=len(good) / wall,
         e2e_p50_s=pct(e2e, 50),
@@ -197,7 +253,8 @@ async def scenario(url: str, name: str, model: str, budget: int, n: int) -> Summ
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=200, help="concurrent requests")
+    parser.add_argument("--clients", type=int, default=200, help="concurrent clients")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds per scenario")
     parser.add_argument("--out", type=Path, default=OUT / "server_load.json")
     parser.add_argument("--no-log", action="store_true", help="run ratts serve without the run log")
     args = parser.parse_args(argv)
@@ -206,31 +263,39 @@ def main(argv: list[str] | None = None) -> int:
     with (
         simulator(SimConfig(capacity=CAPACITY)) as sim,
         tempfile.TemporaryDirectory(prefix="ratts-load-") as tmp,
-        ratts_server(sim, Path(tmp), log_runs=not args.no_log) as url,
+        ratts_server(sim, Path(tmp), log_runs=not args.no_log) as served,
     ):
         for name, model, budget in SCENARIOS:
             sim.reset()
-            summary = asyncio.run(scenario(url, name, model, budget, args.requests))
-            summaries.append(summary)
+            summaries.append(
+                asyncio.run(scenario(served, name, model, budget, args.clients, args.duration))
+            )
         stats = sim.stats()
+        peak_mb = memory_mb(served.pid, "VmHWM")
 
-    print(f"ratts serve, {args.requests} concurrent chat requests; the sim is a SIMULATION")
+    print(
+        f"ratts serve, {args.clients} concurrent clients for {args.duration:g}s per scenario; "
+        "the sim is a SIMULATION"
+    )
     header = (
-        f"{'scenario':<22}{'errors':>7}{'req/s':>8}{'e2e p50':>9}{'e2e p99':>9}"
-        f"{'sim p50':>9}{'sim p99':>9}{'added p50':>11}{'added p99':>11}"
+        f"{'scenario':<22}{'requests':>9}{'errors':>7}{'req/s':>7}{'e2e p50':>9}{'e2e p99':>9}"
+        f"{'added p50':>11}{'added p99':>11}{'RSS start':>11}{'RSS max':>9}{'RSS end':>9}"
     )
     print(header)
     for s in summaries:
         print(
-            f"{s.scenario:<22}{s.errors:>7}{s.throughput_rps:>8.1f}{s.e2e_p50_s:>9.3f}"
-            f"{s.e2e_p99_s:>9.3f}{s.sim_p50_s:>9.3f}{s.sim_p99_s:>9.3f}"
-            f"{s.added_p50_s:>11.3f}{s.added_p99_s:>11.3f}"
+            f"{s.scenario:<22}{s.requests:>9}{s.errors:>7}{s.throughput_rps:>7.1f}"
+            f"{s.e2e_p50_s:>9.3f}{s.e2e_p99_s:>9.3f}{s.added_p50_s:>11.3f}{s.added_p99_s:>11.3f}"
+            f"{s.rss_start_mb:>9.0f}MB{s.rss_max_mb:>7.0f}MB{s.rss_end_mb:>7.0f}MB"
         )
+    print(f"peak RSS of the ratts serve process (VmHWM): {peak_mb:.0f} MiB")
     record: dict[str, Any] = {
         "bench": "server_load",
         "simulated_backend": True,
-        "requests": args.requests,
+        "clients": args.clients,
+        "duration_s": args.duration,
         "run_log": not args.no_log,
+        "peak_rss_mb": round(peak_mb, 1),
         "capacity": CAPACITY.model_dump(),
         "sim_responses_by_status": stats.get("responses_by_status"),
         "machine": {

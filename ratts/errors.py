@@ -84,9 +84,13 @@ class DatasetError(InputError):
 
 
 class EndpointError(RattsError):
-    """A model endpoint failed after retries."""
+    """A model endpoint failed after retries.
+
+    ``answered_before`` is True when the endpoint had answered earlier in this process: it
+    went down (an outage), rather than never being reachable (a wrong URL or port)."""
 
     code: ClassVar[str] = "endpoint_failed"
+    answered_before: bool = False
 
 
 class EndpointUnreachableError(EndpointError):

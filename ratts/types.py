@@ -111,6 +111,9 @@ class Outcome:
     usage: Usage
     trace: list[dict[str, Any]] = field(default_factory=list)
     partial: bool = False
+    prm_fallback: str | None = None
+    """Set when the PRM was down (after its retries) and the answer is a majority vote
+    instead: the PRM's one-line error."""
 
     @property
     def step_scores(self) -> list[list[float]]:

@@ -18,23 +18,30 @@ EVIL = (
 EVIL_ANSWER = f"Step one.\n\nThe answer is \\boxed{{{EVIL}}}"
 
 
-def hostile_app(*, echo_auth: bool = False, text: str = EVIL_ANSWER) -> FastAPI:
+def hostile_app(
+    *, echo_auth: bool = False, echo_in_answer: bool = False, text: str = EVIL_ANSWER
+) -> FastAPI:
+    """``echo_auth``: a 401 whose body quotes the auth header; ``echo_in_answer``: a 200
+    whose completion text quotes it (a model repeating its input), in the answer too."""
     app = FastAPI()
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
+        auth = request.headers.get("authorization", "")
         if echo_auth:
-            auth = request.headers.get("authorization", "")
             return JSONResponse(
                 {"error": {"message": f"upstream rejected auth header {auth}", "code": 401}},
                 status_code=401,
             )
         body = await request.json()
+        reply = text
+        if echo_in_answer:
+            reply = f"I was called with {auth}.\n\nThe answer is \\boxed{{{auth}}}"
         n = int(body.get("n") or 1)
         prompts = body.get("prompt")
         count = len(prompts) if isinstance(prompts, list) else 1
         choices = [
-            {"index": i, "text": text, "finish_reason": "stop", "logprobs": None}
+            {"index": i, "text": reply, "finish_reason": "stop", "logprobs": None}
             for i in range(n * count)
         ]
         usage = {"prompt_tokens": 10, "completion_tokens": 20 * n, "total_tokens": 10 + 20 * n}

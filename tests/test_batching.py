@@ -192,8 +192,11 @@ async def test_dvts_scores_all_subtrees_in_one_prm_call_per_step(
     depth = max(e["k"] for e in steps)
     assert {e["subtree"] for e in steps} == set(range(n // m))
     assert stats["requests"]["pooling"] == depth  # one PRM call per lockstep step
-    expansions = sum(1 for e in steps if e["kept"] and not _last_of_subtree(e, steps))
-    assert stats["requests"]["completions"] == n // m + expansions  # one per subtree per step
+    expanded = [e for e in steps if e["kept"] and not _last_of_subtree(e, steps)]
+    # the roots (one request per subtree), then ONE request per step carrying every
+    # subtree's kept beam as a prompt
+    assert stats["requests"]["completions"] == n // m + len({e["k"] for e in expanded})
+    assert stats["prompts"] == n // m + len(expanded)
     assert len(outcome.candidates) >= 1 and outcome.usage.prm_requests == depth
 
 

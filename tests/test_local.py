@@ -351,6 +351,7 @@ def test_vllm_command_carries_the_workarounds(tmp_path: Path) -> None:
     batched = int(cmd[cmd.index("--max-num-batched-tokens") + 1])
     assert batched >= int(cmd[cmd.index("--max-model-len") + 1])
     assert "--enable-prompt-tokens-details" in cmd  # cached prompt tokens are reported
+    assert cmd[cmd.index("--block-size") + 1] == "32"  # prefix-cache hits land every 32 tokens
     small = vllm_command(prepared, "127.0.0.1", 8102, False, max_model_len=512)
     assert small[small.index("--max-model-len") + 1] == "512"
 

@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql
 from ratts.endpoints.usage import Usage
 from ratts.errors import StoreError
 from ratts.store import RunKey, budget_label, make_engine, migrate, open_store, problem_key
-from ratts.store.models import Base, runs
+from ratts.store.models import metadata, runs
 from ratts.types import Budget, Problem, RunConfig, StrategyParams
 
 TABLES = {"problems", "configs", "runs", "run_claims", "router_models"}
@@ -77,7 +77,7 @@ def test_migrations_create_exactly_the_models(db_url: str) -> None:
     open_store(db_url).close()
     engine = make_engine(db_url)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
     engine.dispose()
     assert diff == []
 

@@ -177,6 +177,80 @@ def test_the_server_redacts_an_echoed_key_in_its_502_and_its_logs(
     assert KEY.encode() not in _db_bytes(tmp_path / "runs.db")
 
 
+@pytest.fixture(scope="module")
+def parroting_upstream() -> Iterator[ServerThread]:
+    with ServerThread(hostile_app(echo_in_answer=True)) as server:
+        yield server
+
+
+def test_a_planted_key_echoed_in_a_model_answer_is_redacted_everywhere(
+    parroting_upstream: ServerThread,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 200 answer that repeats the caller's auth header: the answer, the candidates of
+    --explain, the sweep's rows, ``ratts runs`` and the server's reply all hold <redacted>."""
+    db = tmp_path / "runs.db"
+    toml = _toml(tmp_path / "ratts.toml", parroting_upstream.v1_url, db)
+    data = tmp_path / "d.jsonl"
+    data.write_text(
+        "".join(json.dumps({"id": i, "problem": f"q {i}", "answer": "1"}) + "\n" for i in range(3)),
+        encoding="utf-8",
+    )
+    outputs: list[str] = []
+    for args in (
+        ["solve", "What is it?", "-s", "cot", "--settings", str(toml)],
+        ["solve", "What is it?", "-s", "majority", "-n", "2", "--settings", str(toml), "--json"],
+        ["solve", "What is it?", "--explain", "--settings", str(toml)],
+        ["sweep", str(data), "-s", "cot", "--settings", str(toml), "--no-progress"],
+        ["runs", "--settings", str(toml)],
+    ):
+        proc = _cli(*args)
+        outputs += [proc.stdout, proc.stderr]
+        assert proc.returncode == 0, (args, proc.stderr)
+    text = "\n".join(outputs)
+    assert "Bearer <redacted>" in text  # the answer is shown, the key is not
+    assert KEY not in text
+    stored = _db_bytes(db)
+    assert KEY.encode() not in stored and b"Bearer <redacted>" in stored
+
+    from ratts.server import create_app
+
+    monkeypatch.setenv(ENV, KEY)
+    settings = Settings(
+        db_url=f"sqlite:///{tmp_path / 'served.db'}",
+        policies=[
+            PolicySpec(
+                name="hostile",
+                base_url=parroting_upstream.v1_url,
+                model="hostile",
+                api_key_env=ENV,
+                max_retries=0,
+            )
+        ],
+    )
+    caplog.set_level(logging.DEBUG)
+    with ServerThread(create_app(settings, token="")) as server:
+        replies = [
+            httpx.post(
+                f"{server.v1_url}/chat/completions",
+                json={
+                    "model": "ratts/cot",
+                    "messages": [{"role": "user", "content": "hi"}],
+                    "stream": stream,
+                },
+                timeout=60,
+            )
+            for stream in (False, True)
+        ]
+    for resp in replies:
+        assert resp.status_code == 200, resp.text
+        assert KEY not in resp.text and "Bearer <redacted>" in resp.text
+    assert KEY not in caplog.text
+    assert KEY.encode() not in _db_bytes(tmp_path / "served.db")
+
+
 def test_the_vllm_log_tail_and_any_error_are_redacted(tmp_path: Path) -> None:
     redact.register(KEY)
     log = tmp_path / "vllm.log"

@@ -116,12 +116,13 @@ def show(
     settings: SettingsOption = None,
 ) -> None:
     """List the trained versions, their metrics, and which one is current."""
-    from ratts.router.registry import versions
+    # Straight from the store: ratts.router.registry would pull in the router package
+    # (candidates, strategies, endpoint clients), which listing rows never needs.
     from ratts.store import open_store
 
     store = open_store(db or load_settings(settings).db_url)
     try:
-        rows = versions(store)
+        rows = store.router_models()
     finally:
         store.close()
     if not rows:

@@ -248,6 +248,12 @@ class PolicyClient(AsyncClosing):
         return self._n_supported
 
     @property
+    def sequences_in_flight(self) -> int:
+        """Sequences holding a slot now, over all replicas (benches sample it to tell a
+        client that leaves slots idle from a server that is slow to fill them)."""
+        return self._pool.slots.in_flight
+
+    @property
     def can_continue(self) -> bool:
         """Whether this policy can continue a partial solution (see PolicySpec)."""
         return self.spec.can_continue

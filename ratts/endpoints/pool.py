@@ -397,13 +397,15 @@ class EndpointPool:
         else:
             kind, tries = RequestRejectedError, ""
             message = f"{where} rejected the request with HTTP {failure.status}: {failure.detail}"
-        return kind(
+        error = kind(
             message + tries,
             endpoint=self.name,
             role=self.role,
             url=url,
             status=failure.status,
         )
+        error.answered_before = self.set.answered
+        return error
 
 
 async def gather_all(awaitables: Sequence[Awaitable[T]]) -> list[T]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from ratts.endpoints.pool import MalformedResponse
 from ratts.grading.extract import states_final_answer
+from ratts.redact import redact
 from ratts.settings import Dialect
 
 # finish_reason values of other servers, mapped to (finish_reason, says EOS)
@@ -223,6 +224,8 @@ def _choice(
         if not isinstance(item.get("text"), str):
             raise MalformedResponse(f"choice {position} has no text")
         text = item["text"]
+    # a model may repeat what it was sent, its caller's key included: no secret gets further
+    text = redact(text)
     # llama.cpp's array (one body per prompt) numbers each body's choice by its prompt
     index = position if many > 1 else item.get("index", position)
     if not isinstance(index, int):

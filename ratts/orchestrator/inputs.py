@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from dataclasses import dataclass
 
 from ratts.errors import ConfigError, InputError
 from ratts.orchestrator.runner import Endpoints
@@ -19,6 +20,10 @@ from ratts.types import Budget, Problem, RunConfig, StrategyParams
 
 #: N of a forced strategy when neither ``params`` nor ``budget.n`` says otherwise.
 DEFAULT_FORCED_N = 4
+#: characters per token for the probe's floor: more than any tokenizer packs into one token
+#: of ordinary text (about 4 is usual), so the floor errs low and never refuses a probe that
+#: would have fit
+FLOOR_CHARS_PER_TOKEN = 6
 
 
 def check_budget(budget: Budget | int | None) -> Budget | None:
@@ -105,3 +110,62 @@ def check_prm_flops(endpoints: Endpoints, prm: str | None, forced: RunConfig | N
     for name in names:
         if name in endpoints.prm_names:
             endpoints.settings.prm(name).check_flops_known()
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeFloor:
+    """The least a probe can spend: its prompt once, one token per sample, and the PRM
+    reading the question once per sample. A budget under it cannot pay for the probe."""
+
+    tokens: int
+    flops: float
+    usd: float
+
+    def over(self, budget: Budget) -> list[str]:
+        """The limits of ``budget`` this floor is already over (empty: the probe may run)."""
+        out = []
+        if budget.tokens is not None and self.tokens > budget.tokens:
+            out.append(f"at least {self.tokens} tokens > {budget.tokens}")
+        if budget.flops is not None and self.flops > budget.flops:
+            out.append(f"at least {self.flops:.3g} FLOPs > {budget.flops:.3g}")
+        if budget.usd is not None and self.usd > budget.usd:
+            out.append(f"at least ${self.usd:.4g} > ${budget.usd:.4g}")
+        return out
+
+
+def _floor_tokens(text: str) -> int:
+    return -(-len(text) // FLOOR_CHARS_PER_TOKEN)
+
+
+def probe_floor(
+    settings: Settings, policy: str, prm: str | None, k: int, prompt: str, question: str
+) -> ProbeFloor:
+    """What a probe of ``k`` samples of ``prompt`` on ``policy`` (scored by ``prm``) spends
+    at the very least, priced as the endpoints price what they serve."""
+    pol = settings.policy(policy)
+    prompt_tokens, completion_tokens = _floor_tokens(prompt), k
+    flops = 2.0 * pol.params * (prompt_tokens + completion_tokens)
+    usd = (
+        prompt_tokens * pol.usd_per_mtok_prompt + completion_tokens * pol.usd_per_mtok_completion
+    ) / 1e6
+    prm_tokens = 0
+    if prm is not None:
+        spec = settings.prm(prm)
+        prm_tokens = k * _floor_tokens(question)
+        flops += 2.0 * spec.flops_params * prm_tokens
+        usd += prm_tokens * spec.usd_per_mtok / 1e6
+    return ProbeFloor(prompt_tokens + completion_tokens + prm_tokens, flops, usd)
+
+
+def check_probe_fits(budget: Budget | None, floor: ProbeFloor, who: str) -> None:
+    """InputError when ``budget`` is below what the probe (``who``) must spend: refused
+    before the probe runs, so a hopeless budget costs nothing."""
+    if budget is None:
+        return
+    over = floor.over(budget)
+    if over:
+        raise InputError(
+            f"no config fits the budget after the probe: the probe alone ({who}) needs "
+            + "; ".join(over),
+            param="budget",
+        )

@@ -35,7 +35,9 @@ from ratts.orchestrator.inputs import (
     check_budget,
     check_prices,
     check_prm_flops,
+    check_probe_fits,
     forced_config,
+    probe_floor,
 )
 from ratts.orchestrator.progress import Progress, result_of
 from ratts.orchestrator.result import SolveResult
@@ -215,6 +217,9 @@ class Orchestrator:
             check_prm_flops(self.endpoints, forced.prm if forced is not None else prm, forced)
         fallback_probe = None if forced is not None else self._default_probe(policy, prm)
         await self.start()
+        current: Current | None = None
+        if forced is None and checked is not None:
+            current = await self._check_probe_budget(problem, checked, policy, prm)
 
         events: list[dict[str, Any]] = []
 
@@ -239,7 +244,9 @@ class Orchestrator:
                 },
             )
         )
-        task = asyncio.create_task(self._pipeline(problem, checked, policy, prm, forced, state))
+        task = asyncio.create_task(
+            self._pipeline(problem, checked, policy, prm, forced, state, current)
+        )
         try:
             remaining = None if timeout is None else timeout - (time.perf_counter() - started)
             done, _ = await asyncio.wait({task}, timeout=remaining)
@@ -345,6 +352,23 @@ class Orchestrator:
         prm_name = self.prm(prm).name if prm is not None or self.prm_names else None
         return probe_config(policy_name, prm_name, self.probe_k)
 
+    async def _check_probe_budget(
+        self, problem: Problem, budget: Budget, policy: str | None, prm: str | None
+    ) -> Current:
+        """Refuse (InputError) a budget that the probe alone would break, before it runs;
+        the router in charge (read once, passed on to the pipeline) says which probe."""
+        router = self._router
+        assert router is not None and self._db is not None
+        current: Current = await self._db(router.current)
+        plan = router.probe_spec(current, policy, prm, self.probe_k)
+        prompt = self.policy(plan.policy).prompt(problem.question)
+        floor = probe_floor(
+            self.endpoints.settings, plan.policy, plan.prm, plan.k, prompt, problem.question
+        )
+        scorer = f" scored by {plan.prm}" if plan.prm else ""
+        check_probe_fits(budget, floor, f"{plan.k} samples from {plan.policy}{scorer}")
+        return current
+
     async def _pipeline(
         self,
         problem: Problem,
@@ -353,6 +377,7 @@ class Orchestrator:
         prm: str | None,
         forced: RunConfig | None,
         state: Progress,
+        current: Current | None = None,
     ) -> Outcome:
         watch = state.watch
         if forced is not None:
@@ -364,8 +389,9 @@ class Orchestrator:
         # the probe's samples where it can).
         router = self._router
         assert router is not None
-        assert self._db is not None
-        current: Current = await self._db(router.current)
+        if current is None:
+            assert self._db is not None
+            current = await self._db(router.current)
         plan = router.probe_spec(current, policy, prm, self.probe_k)
         state.probe_config = probe_config(plan.policy, plan.prm, plan.k, plan.params)
         result = await self._run(problem, state.probe_config, watch, phase="probe")

@@ -97,6 +97,8 @@ class SolveResult:
         }
         if self.error is not None:
             out["error"] = self.error
+        if self.outcome is not None and self.outcome.prm_fallback is not None:
+            out["prm_fallback"] = self.outcome.prm_fallback  # the PRM was down: majority vote
         if explain:
             out["candidates"] = [c.to_dict() for c in self.why]
             out["features"] = dict(self.features)

@@ -58,6 +58,18 @@ def jsonable(features: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+#: the features key that says a run's PRM was down and it voted instead (the PRM's error);
+#: like the routing log, a note on the run, not a question feature
+PRM_FALLBACK = "prm_fallback"
+
+
+def noted(features: dict[str, Any] | None, outcome: Outcome | None) -> dict[str, Any] | None:
+    """``features`` plus the PRM-fallback note of ``outcome``, when it had to vote."""
+    if outcome is None or outcome.prm_fallback is None:
+        return features
+    return {**(features or {}), PRM_FALLBACK: outcome.prm_fallback}
+
+
 def dataset_of(problem: Problem, dataset: str | None = None) -> str | None:
     """The dataset a problem is logged under: ``dataset`` if given, else its meta's."""
     if dataset is not None:
@@ -280,7 +292,7 @@ class Runner:
             correct=result.correct,
             final_reward=result.final_reward,
             usage=result.usage,
-            features=result.features,
+            features=noted(result.features, result.outcome),
             error=result.error,
             router_version=result.router_version,
         )
@@ -318,7 +330,7 @@ class Runner:
             error = one_line(exc)
         if not usage.wall_seconds:
             usage.wall_seconds = time.perf_counter() - started
-        logged_features = await self.features_of(problem, outcome, features)
+        logged_features = noted(await self.features_of(problem, outcome, features), outcome)
         answer = outcome.answer if outcome is not None else None
         logged = await self.record(
             problem,

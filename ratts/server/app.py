@@ -62,6 +62,7 @@ DISCONNECT_POLL_S = 0.5
 # the request cannot set maps to no ``param``.
 REQUEST_PARAM = {
     "n": "budget",
+    "budget": "budget",
     "question": "messages",
     "strategy": "model",
     "policy": "policy",

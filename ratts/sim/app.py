@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 
 from ratts.sim import dialects, prm_input, world
 from ratts.sim.config import FaultKind, SimConfig
@@ -144,7 +145,7 @@ async def _faulted(state: SimState, kind: FaultKind) -> Response | None:
         return _error(500, "simulated internal server error", "InternalServerError")
     if kind == "429":
         resp = _error(429, "simulated rate limit", "RateLimitError")
-        resp.headers["retry-after"] = "0"
+        resp.headers["retry-after"] = f"{state.config.faults.retry_after_s:g}"
         return resp
     if kind == "malformed":
         return Response(
@@ -168,6 +169,8 @@ def _parse(model: type[_M], body: object) -> _M:
 async def _json_body(request: Request) -> object:
     try:
         return await request.json()
+    except ClientDisconnect:  # e.g. it gave up during an injected 'timeout': nobody to answer
+        raise _BadRequest(499, "client closed the request", "ClientDisconnect") from None
     except ValueError:
         raise _BadRequest(400, "request body is not valid JSON", "BadRequestError") from None
 

@@ -98,6 +98,9 @@ class Faults(BaseModel):
     timeout: float = Field(default=0.0, ge=0.0, le=1.0)
     malformed: float = Field(default=0.0, ge=0.0, le=1.0)
     timeout_s: float = Field(default=30.0, ge=0.0, description="sleep before a 'timeout' reply")
+    retry_after_s: float = Field(
+        default=0.0, ge=0.0, description="the Retry-After header of a '429' reply, in seconds"
+    )
     drop_choices: int = Field(
         default=0,
         ge=0,

@@ -1,17 +1,17 @@
 """The run-log schema: problems, configs, one row per run, sweep claims, router versions.
 
 Migrations in ``ratts/store/migrations`` create exactly these tables; a test compares the two.
-Only portable column types are used, so any SQLAlchemy backend works unchanged.
+Only portable column types are used, so any SQLAlchemy backend works unchanged. Plain Core
+tables, not ORM classes: nothing maps rows to objects, and ``sqlalchemy.orm`` costs every
+command that opens the store a tenth of a second to import.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 from sqlalchemy import (
     JSON,
     Boolean,
+    Column,
     DateTime,
     Float,
     ForeignKey,
@@ -19,10 +19,10 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -32,119 +32,109 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class ProblemRow(Base):
-    """A problem as solved: ``key`` hashes (dataset, source id, question)."""
-
-    __tablename__ = "problems"
-
-    key: Mapped[str] = mapped_column(String(32), primary_key=True)
-    dataset: Mapped[str | None] = mapped_column(String(255))
-    source_id: Mapped[str] = mapped_column(Text)
-    text_hash: Mapped[str] = mapped_column(String(64), index=True)
-    question: Mapped[str] = mapped_column(Text)
-    answer: Mapped[str | None] = mapped_column(Text)
-    meta: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+def _at(name: str) -> Column[object]:
+    return Column(name, DateTime(timezone=True), nullable=False)
 
 
-class ConfigRow(Base):
-    """A (policy, PRM, strategy, params) record keyed by ``RunConfig.key()``."""
+# A problem as solved: ``key`` hashes (dataset, source id, question).
+problems = Table(
+    "problems",
+    metadata,
+    Column("key", String(32), primary_key=True),
+    Column("dataset", String(255)),
+    Column("source_id", Text, nullable=False),
+    Column("text_hash", String(64), nullable=False, index=True),
+    Column("question", Text, nullable=False),
+    Column("answer", Text),
+    Column("meta", JSON, nullable=False),
+    _at("created_at"),
+)
 
-    __tablename__ = "configs"
+# A (policy, PRM, strategy, params) record keyed by ``RunConfig.key()``.
+configs = Table(
+    "configs",
+    metadata,
+    Column("key", String(32), primary_key=True),
+    Column("policy", String(255), nullable=False),
+    Column("prm", String(255)),
+    Column("strategy", String(64), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("label", String(512), nullable=False),
+    _at("created_at"),
+)
 
-    key: Mapped[str] = mapped_column(String(32), primary_key=True)
-    policy: Mapped[str] = mapped_column(String(255))
-    prm: Mapped[str | None] = mapped_column(String(255))
-    strategy: Mapped[str] = mapped_column(String(64))
-    params: Mapped[dict[str, Any]] = mapped_column(JSON)
-    label: Mapped[str] = mapped_column(String(512))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-class RunRow(Base):
-    """One run of a config on a problem under a budget; unique per (that triple, repeat)."""
-
-    __tablename__ = "runs"
-    __table_args__ = (
-        UniqueConstraint(
-            "problem_key",
-            "config_key",
-            "budget",
-            "repeat",
-            name="uq_runs_problem_config_budget_repeat",
-        ),
-        Index("ix_runs_config_key", "config_key"),
-        Index("ix_runs_created_at", "created_at"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    problem_key: Mapped[str] = mapped_column(
-        String(32), ForeignKey("problems.key", ondelete="CASCADE")
-    )
-    config_key: Mapped[str] = mapped_column(String(32), ForeignKey("configs.key"))
-    budget: Mapped[str] = mapped_column(String(128))
-    repeat: Mapped[int] = mapped_column(Integer, server_default="0")
-    features: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    answer: Mapped[str | None] = mapped_column(Text)
-    correct: Mapped[bool | None] = mapped_column(Boolean)
-    final_reward: Mapped[float | None] = mapped_column(Float)
-    policy_prompt_tokens: Mapped[int] = mapped_column(Integer)
-    policy_completion_tokens: Mapped[int] = mapped_column(Integer)
+# One run of a config on a problem under a budget; unique per (that triple, repeat).
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "problem_key",
+        String(32),
+        ForeignKey("problems.key", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("config_key", String(32), ForeignKey("configs.key"), nullable=False),
+    Column("budget", String(128), nullable=False),
+    Column("repeat", Integer, nullable=False, server_default="0"),
+    Column("features", JSON),
+    Column("answer", Text),
+    Column("correct", Boolean),
+    Column("final_reward", Float),
+    Column("policy_prompt_tokens", Integer, nullable=False),
+    Column("policy_completion_tokens", Integer, nullable=False),
     # prompt tokens served from the policy server's prefix cache (part of the prompt tokens)
-    policy_cached_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
-    prm_tokens: Mapped[int] = mapped_column(Integer)
-    policy_requests: Mapped[int] = mapped_column(Integer)
-    prm_requests: Mapped[int] = mapped_column(Integer)
-    flops: Mapped[float] = mapped_column(Float)
-    dollars: Mapped[float] = mapped_column(Float)
-    request_seconds: Mapped[float] = mapped_column(Float)
-    seconds: Mapped[float] = mapped_column(Float)
-    error: Mapped[str | None] = mapped_column(Text)
-    router_version: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    Column("policy_cached_tokens", Integer, nullable=False, server_default="0"),
+    Column("prm_tokens", Integer, nullable=False),
+    Column("policy_requests", Integer, nullable=False),
+    Column("prm_requests", Integer, nullable=False),
+    Column("flops", Float, nullable=False),
+    Column("dollars", Float, nullable=False),
+    Column("request_seconds", Float, nullable=False),
+    Column("seconds", Float, nullable=False),
+    Column("error", Text),
+    Column("router_version", String(64)),
+    _at("created_at"),
+    UniqueConstraint(
+        "problem_key",
+        "config_key",
+        "budget",
+        "repeat",
+        name="uq_runs_problem_config_budget_repeat",
+    ),
+    Index("ix_runs_config_key", "config_key"),
+    Index("ix_runs_created_at", "created_at"),
+)
 
+# A planned run of a distributed sweep, and the worker leasing it (if any). ``lease_until``
+# is epoch seconds (UTC) from the claiming worker's clock; a claim whose lease has passed is
+# free again, so a dead worker's runs return to the pool.
+run_claims = Table(
+    "run_claims",
+    metadata,
+    Column("problem_key", String(32), primary_key=True),
+    Column("config_key", String(32), primary_key=True),
+    Column("budget", String(128), primary_key=True),
+    Column("repeat", Integer, primary_key=True, autoincrement=False),
+    Column("worker", String(255)),
+    Column("lease_until", Float),
+    Column("attempts", Integer, nullable=False),
+    _at("created_at"),
+    Index("ix_run_claims_lease_until", "lease_until"),
+)
 
-class RunClaimRow(Base):
-    """A planned run of a distributed sweep, and the worker leasing it (if any).
-
-    ``lease_until`` is epoch seconds (UTC) from the claiming worker's clock; a claim whose
-    lease has passed is free again, so a dead worker's runs return to the pool.
-    """
-
-    __tablename__ = "run_claims"
-    __table_args__ = (Index("ix_run_claims_lease_until", "lease_until"),)
-
-    problem_key: Mapped[str] = mapped_column(String(32), primary_key=True)
-    config_key: Mapped[str] = mapped_column(String(32), primary_key=True)
-    budget: Mapped[str] = mapped_column(String(128), primary_key=True)
-    repeat: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    worker: Mapped[str | None] = mapped_column(String(255))
-    lease_until: Mapped[float | None] = mapped_column(Float)
-    attempts: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-class RouterModelRow(Base):
-    """A trained router: where its artifact lives and how well it did."""
-
-    __tablename__ = "router_models"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    version: Mapped[str] = mapped_column(String(64), unique=True)
-    trained_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    rows_used: Mapped[int] = mapped_column(Integer)
-    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
-    artifact_path: Mapped[str] = mapped_column(Text)
-    is_current: Mapped[bool] = mapped_column(Boolean)
-
-
-problems = Base.metadata.tables["problems"]
-configs = Base.metadata.tables["configs"]
-runs = Base.metadata.tables["runs"]
-run_claims = Base.metadata.tables["run_claims"]
-router_models = Base.metadata.tables["router_models"]
+# A trained router: where its artifact lives and how well it did.
+router_models = Table(
+    "router_models",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("version", String(64), nullable=False, unique=True),
+    _at("trained_at"),
+    Column("rows_used", Integer, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("artifact_path", Text, nullable=False),
+    Column("is_current", Boolean, nullable=False),
+)

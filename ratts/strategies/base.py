@@ -13,15 +13,18 @@ from typing import Any, ClassVar
 
 from ratts.endpoints.policy import Policy
 from ratts.endpoints.prm import PRM
-from ratts.errors import InvalidParamsError
+from ratts.errors import EndpointError, InvalidParamsError
 from ratts.strategies.sampling import (
     RunLedger,
     check_common,
     check_problem,
     check_tree,
+    prm_down,
     require_prm,
+    solution_candidate,
 )
-from ratts.types import Outcome, Problem, StrategyParams
+from ratts.strategies.scoring import majority_index, off_loop
+from ratts.types import Candidate, Outcome, Problem, StrategyParams
 
 
 class Strategy(ABC):
@@ -92,8 +95,31 @@ class Strategy(ABC):
         """The strategy's own work, on checked input; ``run`` holds the params."""
 
 
+async def vote_instead(
+    run: RunLedger, problem: Problem, policy: Policy, drawn: list[Candidate] | None
+) -> Outcome:
+    """Majority vote over whole solutions, for a run whose PRM is down: over ``drawn`` (the
+    run's own whole samples) when given, else over N fresh ones."""
+    candidates = drawn
+    if candidates is None:
+        prompt = policy.prompt(problem.question)
+        choices = await run.sample(policy, prompt, n=run.params.n, step=False)
+        candidates = [solution_candidate(c, policy.separator) for c in choices]
+    for c in candidates:
+        c.step_scores = []
+    selected = await off_loop(majority_index, [c.answer for c in candidates])
+    run.event("select", how="majority", index=selected)
+    return run.outcome(candidates, selected)
+
+
 class ScoredStrategy(Strategy):
-    """A strategy guided by a PRM: its body gets the PRM, never None."""
+    """A strategy guided by a PRM: its body gets the PRM, never None.
+
+    When the PRM is down (no connection or no answer after its retries, having answered
+    before: ``sampling.prm_down``) the run falls back to majority vote rather than fail: a
+    strategy that ``reuses_samples`` votes over the whole samples it drew, a search over N
+    fresh ones. The Outcome's ``prm_fallback`` (and its trace) says so.
+    """
 
     needs_prm: ClassVar[bool] = True
 
@@ -101,7 +127,14 @@ class ScoredStrategy(Strategy):
         self, run: RunLedger, problem: Problem, policy: Policy, prm: PRM | None
     ) -> Outcome:
         # run() has refused prm=None already; this narrows the type for the body.
-        return await self._scored(run, problem, policy, require_prm(self.name, prm))
+        try:
+            return await self._scored(run, problem, policy, require_prm(self.name, prm))
+        except EndpointError as exc:
+            if not prm_down(exc):
+                raise
+            run.prm_is_down(exc)
+            drawn = run.unscored if self.reuses_samples else None
+            return await vote_instead(run, problem, policy, drawn)
 
     @abstractmethod
     async def _scored(self, run: RunLedger, problem: Problem, policy: Policy, prm: PRM) -> Outcome:

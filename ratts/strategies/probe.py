@@ -19,11 +19,11 @@ from typing import ClassVar
 
 from ratts.endpoints.policy import Policy
 from ratts.endpoints.prm import PRM
-from ratts.errors import InputError
+from ratts.errors import EndpointError, InputError
 from ratts.grading import grade
 from ratts.strategies import get_strategy
 from ratts.strategies.base import Strategy
-from ratts.strategies.sampling import RunLedger, derive_seed, solution_candidate
+from ratts.strategies.sampling import RunLedger, derive_seed, prm_down, solution_candidate
 from ratts.strategies.scoring import aggregate, answer_classes, off_loop
 from ratts.types import Aggregation, Candidate, Outcome, Problem, RunConfig, StrategyParams
 
@@ -149,21 +149,28 @@ class Probe(Strategy):
         choices = await run.sample(policy, policy.prompt(problem.question), n=k, step=False)
         run.params = p
         candidates = [solution_candidate(c, policy.separator) for c in choices]
+        scored = prm is not None
         if prm is not None:
-            await run.score(prm, problem.question, candidates)
+            try:
+                await run.score(prm, problem.question, candidates)
+            except EndpointError as exc:
+                if not prm_down(exc):
+                    raise
+                run.prm_is_down(exc)  # the probe goes on unscored: its PRM features missing
+                scored = False
         features, majority = await off_loop(
             summarise,
             candidates,
             run.usage.policy_completion_tokens,
             p.aggregation,
-            scored=prm is not None,
+            scored=scored,
         )
         plain = run.outcome(candidates, majority)
         return ProbeResult(
             **{f.name: getattr(plain, f.name) for f in fields(plain)},
             features=features,
             policy=policy.name,
-            prm=prm.name if prm is not None else None,
+            prm=prm.name if prm is not None and scored else None,
         )
 
 

@@ -12,10 +12,18 @@ from dataclasses import replace
 
 from ratts.endpoints.policy import Policy
 from ratts.endpoints.prm import PRM
+from ratts.errors import EndpointError
 from ratts.strategies import STRATEGIES, get_strategy
 from ratts.strategies.adaptive import AdaptiveConsistency
+from ratts.strategies.base import vote_instead
 from ratts.strategies.probe import ProbeResult
-from ratts.strategies.sampling import RunLedger, derive_seed, require_prm, solution_candidate
+from ratts.strategies.sampling import (
+    RunLedger,
+    derive_seed,
+    prm_down,
+    require_prm,
+    solution_candidate,
+)
 from ratts.strategies.scoring import majority_index, off_loop, select
 from ratts.types import Candidate, Outcome, Problem, RunConfig, StrategyParams
 
@@ -86,12 +94,14 @@ async def run_with_probe(
         outcome = await strategy.run(problem, policy, prm, config.params)
         outcome.usage = result.usage + outcome.usage
         outcome.trace = [*result.trace, {"event": "probe_not_reused"}, *outcome.trace]
+        outcome.prm_fallback = outcome.prm_fallback or result.prm_fallback
         return outcome
     params = config.params
     strategy.validate(params)
     run = RunLedger(config.strategy, params)
     run.usage += result.usage
     run.trace.extend(result.trace)
+    run.prm_fallback = result.prm_fallback  # a PRM down at the probe is down for this solve
     n = samples_of(config)
     reused = [
         replace(c, steps=list(c.steps), step_scores=list(c.step_scores))
@@ -113,7 +123,13 @@ async def run_with_probe(
     if strategy.needs_prm:
         scorer = require_prm(config.strategy, prm)
         rescore = reused if scorer.name != result.prm else []
-        await run.score(scorer, problem.question, [*rescore, *fresh])
+        try:
+            await run.score(scorer, problem.question, [*rescore, *fresh])
+        except EndpointError as exc:
+            if not prm_down(exc):
+                raise
+            run.prm_is_down(exc)  # vote over the samples instead (as ScoredStrategy does)
+            return await vote_instead(run, problem, policy, candidates)
         run.event("score", candidates=len(rescore) + len(fresh))
         selected = await off_loop(select, candidates, params.selection, params.aggregation)
     elif n == 1:

@@ -18,7 +18,14 @@ from typing import Any
 from ratts.endpoints.policy import Choice, CompletionResult, Policy
 from ratts.endpoints.prm import PRM
 from ratts.endpoints.usage import Usage, attach_spent
-from ratts.errors import BadResponseError, InputError, InvalidParamsError
+from ratts.errors import (
+    BadResponseError,
+    EndpointError,
+    EndpointTimeoutError,
+    EndpointUnreachableError,
+    InputError,
+    InvalidParamsError,
+)
 from ratts.grading import extract_answer, has_boxed, stated_answer
 from ratts.types import Candidate, Outcome, Problem, StrategyParams
 
@@ -61,6 +68,20 @@ def check_tree(label: str, params: StrategyParams) -> None:
 def check_problem(problem: Problem) -> None:
     if not problem.question.strip():
         raise InputError("the question is empty", param="question")
+
+
+#: what a PRM endpoint raises when it is down after its retries (or its outage grace): no
+#: connection or no answer. A PRM that answers with an error (5xx, 429, 4xx, a malformed
+#: body) is up but failing: that is shown as the run's error, not voted past
+PRM_DOWN = (EndpointUnreachableError, EndpointTimeoutError)
+
+
+def prm_down(exc: BaseException) -> bool:
+    """Whether ``exc`` says a PRM that was up has gone down (strategies then vote instead).
+
+    A PRM that never answered in this process is more likely a wrong URL or port than an
+    outage: that fails the run with its one-line error, as any misconfiguration does."""
+    return isinstance(exc, PRM_DOWN) and exc.role == "PRM" and exc.answered_before
 
 
 def require_prm(strategy: str, prm: PRM | None) -> PRM:
@@ -178,6 +199,8 @@ class RunLedger:
     usage: Usage = field(default_factory=Usage)
     trace: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    prm_fallback: str | None = None  # the PRM's error, once it was down and the run voted
+    unscored: list[Candidate] = field(default_factory=list)  # what a down PRM did not score
 
     def event(self, name: str, **data: Any) -> None:
         self.trace.append({"event": name, **data})
@@ -288,7 +311,12 @@ class RunLedger:
     async def score(self, prm: PRM, question: str, candidates: Sequence[Candidate]) -> None:
         """Score every candidate with steps in ONE PRM call; fills ``step_scores`` in place."""
         with self.spending():
-            await self._score(prm, question, candidates)
+            try:
+                await self._score(prm, question, candidates)
+            except EndpointError as exc:
+                if prm_down(exc):
+                    self.unscored = list(candidates)
+                raise
 
     async def _score(self, prm: PRM, question: str, candidates: Sequence[Candidate]) -> None:
         todo = [c for c in candidates if c.steps]
@@ -309,6 +337,11 @@ class RunLedger:
         for c, scores in zip(todo, result.scores, strict=True):
             c.step_scores = [float(s) for s in scores]
 
+    def prm_is_down(self, exc: EndpointError) -> None:
+        """Note that the PRM was down (``exc``): the run goes on without its scores."""
+        self.prm_fallback = f"{type(exc).__name__}: {exc}"
+        self.event("prm_down", error=self.prm_fallback, fallback="majority")
+
     def outcome(self, candidates: list[Candidate], selected: int | None) -> Outcome:
         """The final Outcome, with wall time set to this run's elapsed time."""
         self.usage.wall_seconds = time.perf_counter() - self.started
@@ -321,4 +354,5 @@ class RunLedger:
             selected_index=selected,
             usage=self.usage,
             trace=self.trace,
+            prm_fallback=self.prm_fallback,
         )

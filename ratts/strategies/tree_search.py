@@ -5,10 +5,10 @@ step: beam search is one tree with (N/M, M); DVTS is N/M trees with (1, M).
 
 The trees of one run step in lockstep (as in the paper's DVTS): per step, ONE PRM call
 scores every active candidate of every tree; each tree moves its finished candidates to
-its pool, keeps its top ``keep`` unfinished by aggregated score, and expands them with ONE
-policy request (its kept beams as a list of prompts, ``n=expand`` each); the trees'
-requests are all in flight together. Lockstep changes no tree's choices (trees never
-look at each other), only how many HTTP round trips a step costs.
+its pool and keeps its top ``keep`` unfinished by aggregated score, and ONE policy request
+expands the kept beams of every tree (a list of prompts, ``n=expand`` each; the final
+rollouts likewise). Lockstep changes no tree's choices (trees never look at each other,
+and each prompt keeps its own seed key), only how many HTTP round trips a step costs.
 
 The paper's (and search-and-learn's) step semantics:
 - terminal: EOS, a boxed answer, a step cut by ``max_tokens``, an empty step, a prompt
@@ -144,9 +144,7 @@ async def search(
                 expanding.append(tree)
         if not expanding:
             break
-        children = await gather_all(
-            [_expand(run, problem, policy, tree, shape.expand, depth) for tree in expanding]
-        )
+        children = await _expand(run, problem, policy, expanding, shape.expand, depth)
         for tree, kids in zip(expanding, children, strict=True):
             tree.active = kids
         running = expanding
@@ -158,25 +156,12 @@ async def search(
 async def _roll_out(
     run: RunLedger, problem: Problem, policy: Policy, prm: PRM, trees: list[_Tree]
 ) -> None:
-    """``max_steps`` reached: each kept beam continued to the end (one request per tree),
-    the results scored in one PRM call and added to their trees' pools."""
+    """``max_steps`` reached: each kept beam of every tree continued to the end (one
+    request for all of them), the results scored in one PRM call and added to their
+    trees' pools."""
     for tree in trees:
         run.event("rollout", beams=len(tree.kept), **tree.tag())
-    results = await gather_all(
-        [
-            grow(
-                run,
-                policy,
-                problem.question,
-                [beam.steps for beam in tree.kept],
-                n=1,
-                keys=[(tree.label, "rollout", b) for b in range(len(tree.kept))],
-                step=False,
-            )
-            for tree in trees
-        ]
-    )
-    finals = [[leaf for (leaf,) in per_beam] for per_beam in results]
+    finals = await _grow_trees(run, problem, policy, trees, n=1, depth="rollout", step=False)
     await run.score(prm, problem.question, [c for leaves in finals for c in leaves])
     for tree, leaves in zip(trees, finals, strict=True):
         tree.pool.extend(leaves)
@@ -186,21 +171,42 @@ async def _expand(
     run: RunLedger,
     problem: Problem,
     policy: Policy,
-    tree: _Tree,
+    trees: list[_Tree],
     expand: int,
     depth: int,
-) -> list[Candidate]:
-    """``expand`` children for each kept beam of one tree, in one request."""
-    beams = tree.kept
+) -> list[list[Candidate]]:
+    """``expand`` children for each kept beam of every tree (see ``_grow_trees``)."""
+    return await _grow_trees(run, problem, policy, trees, n=expand, depth=depth, step=True)
+
+
+async def _grow_trees(
+    run: RunLedger,
+    problem: Problem,
+    policy: Policy,
+    trees: list[_Tree],
+    *,
+    n: int,
+    depth: int | str,
+    step: bool,
+) -> list[list[Candidate]]:
+    """``n`` children of each kept beam of every tree, per tree, in one request for the
+    step (a list of prompts: the trees' requests fill the server's batch together and cost
+    one round trip). Each prompt keeps its own seed key, so a seeded run (one request per
+    prompt) samples exactly what it did with one request per tree."""
+    beams = [(tree, b, beam) for tree in trees for b, beam in enumerate(tree.kept)]
     results = await grow(
         run,
         policy,
         problem.question,
-        [beam.steps for beam in beams],
-        n=expand,
-        keys=[(tree.label, depth, b) for b in range(len(beams))],
+        [beam.steps for _, _, beam in beams],
+        n=n,
+        keys=[(tree.label, depth, b) for tree, b, _ in beams],
+        step=step,
     )
-    return [child for children in results for child in children]
+    grown: dict[int, list[Candidate]] = {id(tree): [] for tree in trees}
+    for (tree, _, _), children in zip(beams, results, strict=True):
+        grown[id(tree)] += children
+    return [grown[id(tree)] for tree in trees]
 
 
 async def select_leaf(run: RunLedger, leaves: list[Candidate]) -> int | None:

@@ -10,14 +10,14 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from ratts.store.models import Base
+from ratts.store.models import metadata
 
 
 def _run_offline() -> None:
     """Emit the SQL for a dialect (``sqlalchemy.url`` names it) without connecting."""
     context.configure(
         url=context.config.get_main_option("sqlalchemy.url"),
-        target_metadata=Base.metadata,
+        target_metadata=metadata,
         literal_binds=True,
     )
     with context.begin_transaction():
@@ -33,7 +33,7 @@ def _run() -> None:
         raise RuntimeError("ratts migrations need a connection in config.attributes")
     context.configure(
         connection=connection,
-        target_metadata=Base.metadata,
+        target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
     )
