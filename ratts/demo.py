@@ -168,32 +168,38 @@ async def run_arms(info: ServerInfo, problems: Sequence[Problem], console: Conso
         db = f"sqlite:///{Path(tmp) / 'demo.db'}"
         settings = load_settings(db_url=db)
         console.print(use_shipped_router(db, problems), markup=False)
-        async with Orchestrator(
-            settings,
-            policies=[build_policy(spec)],
-            prms=[prm],
-            store=db,
-            log_runs=False,
-            seed=0,
-        ) as orch:
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-            ) as bar:
-                budget: Budget | None = None
-                for arm in ARMS:
-                    if arm.strategy is None:  # the fixed rows ran first: the dearest one's
-                        dearest = max(
-                            mean_tokens([r for r in rows if r.arm == a]) for a in ARMS[:-1]
+        policy = build_policy(spec)  # passed in, so ours to close (Orchestrator's docstring)
+        try:
+            async with Orchestrator(
+                settings,
+                policies=[policy],
+                prms=[prm],
+                store=db,
+                log_runs=False,
+                seed=0,
+            ) as orch:
+                with Progress(
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=console,
+                ) as bar:
+                    budget: Budget | None = None
+                    for arm in ARMS:
+                        if arm.strategy is None:  # the fixed rows ran first: the dearest one's
+                            dearest = max(
+                                mean_tokens([r for r in rows if r.arm == a]) for a in ARMS[:-1]
+                            )
+                            budget = Budget(tokens=int(dearest))
+                        task = bar.add_task(arm.label, total=len(problems))
+                        rows += await solve_arm(
+                            orch, arm, problems, partial(bar.advance, task), budget
                         )
-                        budget = Budget(tokens=int(dearest))
-                    task = bar.add_task(arm.label, total=len(problems))
-                    rows += await solve_arm(orch, arm, problems, partial(bar.advance, task), budget)
-            if budget is not None:
-                console.print(f"router budget: {budget.tokens} tokens per problem")
+                if budget is not None:
+                    console.print(f"router budget: {budget.tokens} tokens per problem")
+        finally:
+            await policy.aclose()
     return rows
 
 
