@@ -248,8 +248,7 @@ def print_tables(console: Console, rows: list[Row], problems: Sequence[Problem])
         summary.add_column(col, justify="left" if col == "strategy" else "right")
     for arm in ARMS:
         mine = [r for r in rows if r.arm == arm]
-        done = [r.result for r in mine if r.result is not None]
-        tokens = sum(r.usage.total_tokens for r in done) / max(len(done), 1)
+        tokens = mean_tokens(mine)
         right = sum(r.correct for r in mine)
         summary.add_row(
             arm.label,
