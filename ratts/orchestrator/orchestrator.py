@@ -44,6 +44,7 @@ from ratts.orchestrator.result import SolveResult
 from ratts.orchestrator.runner import DbThread, Endpoints, Runner, one_line
 from ratts.orchestrator.watch import EventSink, ProgressEvent, Watch, WatchedPolicy, WatchedPRM
 from ratts.router import Current, Decision, Router
+from ratts.router.candidates import CostUnit
 from ratts.router.features import text_features
 from ratts.settings import Settings, load_settings
 from ratts.store import Store, budget_label, open_store
@@ -63,7 +64,8 @@ class Orchestrator:
     ``log_runs=False`` nothing is written to it. ``probe_k`` samples feed the cold-start
     rule's difficulty estimate (a trained router brings its own probe); ``epsilon`` is the
     exploration rate (0 = always the best guess); ``lam`` makes the router maximise
-    accuracy - lam x cost within the budget instead of accuracy alone.
+    accuracy - lam x cost within the budget instead of accuracy alone, cost counted in
+    ``lam_unit`` (tokens by default, as ``ratts.router.allocate.lam_for_mean`` calibrates).
 
         async with Orchestrator() as orch:
             result = await orch.solve("What is 2 + 3?", budget=Budget(n=16))
@@ -80,6 +82,7 @@ class Orchestrator:
         probe_k: int = DEFAULT_K,
         epsilon: float = 0.0,
         lam: float | None = None,
+        lam_unit: CostUnit = "tokens",
         seed: int | None = None,
     ) -> None:
         if probe_k < 1:
@@ -90,6 +93,7 @@ class Orchestrator:
         self.probe_k = probe_k
         self.epsilon = epsilon
         self.lam = lam
+        self.lam_unit: CostUnit = lam_unit
         self.seed = seed
         self.log_runs = log_runs
         self.endpoints = Endpoints(self.settings, policies=policies, prms=prms)
@@ -130,6 +134,7 @@ class Orchestrator:
                 self._store,
                 epsilon=self.epsilon,
                 lam=self.lam,
+                lam_unit=self.lam_unit,
                 seed=self.seed,
             )
             self._started = True

@@ -212,7 +212,9 @@ class Router:
     """Route queries for one deployment (settings) and one run log (store, optional).
 
     ``epsilon`` explores a random in-budget candidate (seeded by ``seed``); ``lam`` makes it
-    maximise accuracy - lam x cost within the budget instead of accuracy alone. ``configs``
+    maximise accuracy - lam x cost within the budget instead of accuracy alone, with cost in
+    ``lam_unit`` (a lam is a price per unit: one calibrated per token means nothing per
+    FLOP, so the unit travels with it and never follows the budget's). ``configs``
     replaces the cold-start rule's candidates (default: ``candidate_configs(settings)``).
     """
 
@@ -223,12 +225,14 @@ class Router:
         *,
         epsilon: float = 0.0,
         lam: float | None = None,
+        lam_unit: CostUnit = "tokens",
         seed: int | None = None,
         configs: Sequence[RunConfig] | None = None,
     ) -> None:
         self.settings = settings
         self.epsilon = epsilon
         self.lam = lam
+        self.lam_unit: CostUnit = lam_unit
         self.registry: RouterRegistry | None = None
         if store is not None:
             from ratts.router.registry import RouterRegistry
@@ -339,6 +343,8 @@ class Router:
         limit = remaining(budget, spent) if budget is not None else Budget()
         cands = self.candidates(now, policy=policy, prm=prm, probe_result=probe_result)
         weight = lam if lam is not None else self.lam
+        if unit is None and weight is not None:
+            unit = self.lam_unit
         if now.trained is not None:
             choice = now.trained.model.choose(
                 features, cands, limit, weight, unit=unit, epsilon=self.epsilon, rng=self._rng
