@@ -88,7 +88,9 @@ def test_a_served_lam_is_priced_in_its_own_unit_not_the_budgets(tmp_path: Path) 
     store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
     try:
         log_to_store(store, synthetic_log(80))
-        trained = train_router(records_from_store(store), model_params=FAST, holdout=0)
+        trained = train_router(  # always probes: this test is about the unit alone
+            records_from_store(store), model_params=FAST, holdout=0, select_modes=False
+        )
         register(store, trained.router, tmp_path / "routers", trained.metrics)
         rng = random.Random(7)
         sample = [probe_features(rng.random(), rng) for _ in range(40)]

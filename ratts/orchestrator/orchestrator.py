@@ -46,6 +46,7 @@ from ratts.orchestrator.watch import EventSink, ProgressEvent, Watch, WatchedPol
 from ratts.router import Current, Decision, Router
 from ratts.router.candidates import CostUnit
 from ratts.router.features import text_features
+from ratts.router.modes import PROBE
 from ratts.settings import Settings, load_settings
 from ratts.store import Store, budget_label, open_store
 from ratts.strategies.probe import DEFAULT_K, ProbeResult, probe_config
@@ -365,6 +366,8 @@ class Orchestrator:
         router = self._router
         assert router is not None and self._db is not None
         current: Current = await self._db(router.current)
+        if router.rule(current) != PROBE:
+            return current  # no probe runs, so there is no probe floor to check
         plan = router.probe_spec(current, policy, prm, self.probe_k)
         prompt = self.policy(plan.policy).prompt(problem.question)
         floor = probe_floor(
@@ -397,6 +400,14 @@ class Orchestrator:
         if current is None:
             assert self._db is not None
             current = await self._db(router.current)
+        rule = router.rule(current)
+        if rule != PROBE:  # the trained router's rule here needs no probe (it would not pay)
+            decision = router.decide(
+                state.features, budget, current=current, policy=policy, prm=prm, rule=rule
+            )
+            state.decision = decision
+            self._emit_routed(watch, decision)
+            return await self._run(problem, decision.config, watch)
         plan = router.probe_spec(current, policy, prm, self.probe_k)
         state.probe_config = probe_config(plan.policy, plan.prm, plan.k, plan.params)
         result = await self._run(problem, state.probe_config, watch, phase="probe")
@@ -415,14 +426,19 @@ class Orchestrator:
             state.features, budget, current=current, policy=policy, prm=prm, probe_result=result
         )
         state.decision = decision
+        self._emit_routed(watch, decision)
+        return await self._run(problem, decision.config, watch, reuse=result)
+
+    @staticmethod
+    def _emit_routed(watch: Watch, decision: Decision) -> None:
         watch.emit(
             "routed",
             config=decision.config.label(),
             reason=decision.reason,
+            rule=decision.rule,
             router_version=decision.router_version,
             predicted_accuracy=decision.predicted_accuracy,
         )
-        return await self._run(problem, decision.config, watch, reuse=result)
 
     async def _run(
         self,

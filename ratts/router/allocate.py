@@ -18,6 +18,7 @@ import numpy as np
 
 from ratts.errors import RouterError
 from ratts.router.candidates import CostUnit, pick
+from ratts.router.modes import PROBE, Mode
 from ratts.router.router import Current, Router, price_after_probe
 from ratts.types import Budget
 
@@ -37,7 +38,8 @@ def lam_for_mean(
 ) -> tuple[float, float]:
     """(lam, the mean cost it predicts): the smallest lam on a geometric grid whose picks
     over ``features`` cost at most ``mean_limit`` per question on average, the probe's
-    ``probe_cost`` included (the largest lam on the grid when none fits: the cheapest picks).
+    ``probe_cost`` included where the served rule at that lam probes (``Router.rule``; the
+    largest lam on the grid when none fits: the cheapest picks).
 
     RouterError without a trained router (the cold-start rule predicts no accuracy to trade)
     or without questions to calibrate on.
@@ -48,22 +50,29 @@ def lam_for_mean(
     if not features:
         raise RouterError("no questions to calibrate the mean budget on")
     spec = router.probe_spec(now, policy, prm)
-    priced = price_after_probe(
-        router.candidates(now, policy=policy, prm=prm), spec.policy, spec.k, spec.params
-    )
-    configs = [c.config for c in priced]
-    accuracy = [
-        [float(a) for a in now.trained.model.predict_accuracy(f, configs)] for f in features
-    ]
-    costs = np.array([c.cost.value(unit) for c in priced])
+    fresh = router.candidates(now, policy=policy, prm=prm)
+    after = price_after_probe(fresh, spec.policy, spec.k, spec.params)
+    configs = [c.config for c in fresh]
+    trained = now.trained
+    accuracy: dict[Mode, list[list[float]]] = {}
+
+    def predicted(rule: Mode) -> list[list[float]]:
+        if rule not in accuracy:
+            accuracy[rule] = [trained.accuracies(rule, f, configs) for f in features]
+        return accuracy[rule]
+
+    costs = np.array([c.cost.value(unit) for c in (*fresh, *after)])
     positive = costs[costs > 0]
-    if positive.size == 0:  # everything is free after the probe: nothing to trade
+    if positive.size == 0:  # everything is free: nothing to trade
         return 0.0, probe_cost
     grid = [0.0, *np.geomspace(1e-4 / costs.max(), 10.0 / positive.min(), GRID).tolist()]
     mean = probe_cost
     for lam in grid:
-        picks = [pick(priced, row, Budget(), lam=lam, unit=unit) for row in accuracy]
-        mean = probe_cost + float(np.mean([p.predicted_cost.value(unit) for p in picks]))
+        rule = router.rule(now, lam, unit)  # the served rule at this lam: probe or not
+        cands = after if rule == PROBE else fresh
+        picks = [pick(cands, row, Budget(), lam=lam, unit=unit) for row in predicted(rule)]
+        spent = probe_cost if rule == PROBE else 0.0
+        mean = spent + float(np.mean([p.predicted_cost.value(unit) for p in picks]))
         if mean <= mean_limit:
             return lam, mean
     return grid[-1], mean

@@ -41,6 +41,7 @@ from ratts.router.candidates import (
     pick,
 )
 from ratts.router.features import TEXT_CATEGORICAL, TEXT_NUMERIC, split_features
+from ratts.router.modes import PROBE, Mode, ModeTable
 from ratts.settings import Settings
 from ratts.strategies.probe import PROBE_NUMERIC
 from ratts.strategies.reuse import is_stepwise, samples_of
@@ -290,9 +291,12 @@ class RouterModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
 class TrainedRouter:
     """What a router artifact holds: the calibrated model, the configs it was trained on,
-    their logged mean costs, and the probe whose features it expects.
+    their logged mean costs and accuracies, the probe whose features it expects, and the
+    rules it may serve (``ratts.router.modes``): ``blind`` is the text-only model, ``modes``
+    the cross-fitted table per cost unit that says which rule serves at which lam.
 
     Plain data only (dicts of str/float), so the skops artifact needs few trusted types.
+    An artifact from before the rules (no table) always probes.
     """
 
     def __init__(
@@ -303,12 +307,18 @@ class TrainedRouter:
         costs: Mapping[str, Mapping[str, float]],
         probe: Mapping[str, Any],
         rows: int,
+        blind: RouterModel | None = None,
+        accuracy: Mapping[str, float] | None = None,
+        modes: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.model = model
         self.configs = [dict(c) for c in configs]
         self.costs = {k: dict(v) for k, v in costs.items()}
         self.probe = dict(probe)
         self.rows = rows
+        self.blind = blind
+        self.accuracy = dict(accuracy or {})
+        self.modes = {u: dict(t) for u, t in (modes or {}).items()}
 
     @classmethod
     def from_parts(
@@ -318,6 +328,9 @@ class TrainedRouter:
         cost_model: CostModel,
         probe: Mapping[str, Any],
         rows: int,
+        *,
+        blind: RouterModel | None = None,
+        accuracy: Mapping[str, float] | None = None,
     ) -> TrainedRouter:
         return cls(
             model,
@@ -325,7 +338,37 @@ class TrainedRouter:
             costs={k: asdict(v) for k, v in cost_model.logged.items()},
             probe=probe,
             rows=rows,
+            blind=blind,
+            accuracy=accuracy,
         )
+
+    def mode_tables(self) -> dict[str, ModeTable]:
+        return {u: ModeTable.from_dict(t) for u, t in getattr(self, "modes", {}).items()}
+
+    def mode_for(self, lam: float | None, unit: str | None) -> Mode:
+        """The rule that serves at ``lam`` (in ``unit``): the cross-fitted table's choice;
+        ``probe`` without a table, without a probe to run, or for a unit it lacks."""
+        tables = self.mode_tables()
+        if not self.probe:  # trained without probe features: probing would buy nothing
+            return "blind"
+        if not tables:
+            return PROBE
+        if not lam:  # accuracy alone: the same in every unit
+            return next(iter(tables.values())).mode_at(0.0)
+        table = tables.get(unit or "")
+        return table.mode_at(lam) if table is not None else PROBE
+
+    def accuracies(
+        self, mode: Mode, features: Mapping[str, Any], configs: Sequence[RunConfig]
+    ) -> list[float]:
+        """P(correct) of each config under ``mode``: the probe model, the text-only model,
+        or each config's training accuracy whatever the question."""
+        if mode == "fixed" and getattr(self, "accuracy", None):
+            prior = sum(self.accuracy.values()) / len(self.accuracy)
+            return [float(self.accuracy.get(c.key(), prior)) for c in configs]
+        model = getattr(self, "blind", None) if mode == "blind" else None
+        chosen = model if model is not None else self.model
+        return [float(a) for a in chosen.predict_accuracy(features, configs)]
 
     def run_configs(self) -> list[RunConfig]:
         return [RunConfig.model_validate(c) for c in self.configs]

@@ -35,9 +35,11 @@ from ratts.router.candidates import (
     CostModel,
     CostUnit,
     candidate_configs,
+    pick,
     stepwise_left_out,
 )
 from ratts.router.coldstart import ColdStartRouter
+from ratts.router.modes import PROBE, Mode
 from ratts.settings import Settings
 from ratts.strategies.probe import DEFAULT_K, ProbeResult
 from ratts.strategies.reuse import remaining_fraction
@@ -116,12 +118,14 @@ class Decision:
     explored: bool = False
     propensity: float = 1.0
     limit: dict[str, float | None] = field(default_factory=dict)
+    rule: str = PROBE  # which of the trained router's rules decided (ratts.router.modes)
 
     def to_log(self) -> dict[str, Any]:
         """The decision as a routed run's log entry: what a router can learn from (the
         candidates weighed, the choice with its predictions, exploration, propensity)."""
         return {
             "reason": self.reason,
+            "rule": self.rule,
             "chosen": self.config.label(),
             "chosen_key": self.config.key(),
             "predicted_accuracy": self.predicted_accuracy,
@@ -300,6 +304,18 @@ class Router:
         prm_name = self.settings.prm(prm).name if (prm is not None or self.settings.prms) else None
         return ProbeSpec(policy_name, prm_name, k)
 
+    def rule(
+        self, current: Current, lam: float | None = None, unit: CostUnit | None = None
+    ) -> Mode:
+        """Which rule decides at ``lam`` (default the router's own): ``probe`` (probe first)
+        for the cold-start rule, which reads the probe's agreement; for a trained router,
+        what its cross-fitted table says (``ratts.router.modes``), so a probe that does not
+        pay for itself is not run."""
+        if current.trained is None:
+            return PROBE
+        weight = lam if lam is not None else self.lam
+        return current.trained.mode_for(weight, unit or self.lam_unit)
+
     def candidates(
         self,
         current: Current,
@@ -335,9 +351,12 @@ class Router:
         lam: float | None = None,
         unit: CostUnit | None = None,
         probe_result: ProbeResult | None = None,
+        rule: Mode | None = None,
     ) -> Choice:
         """The config to run for a problem with ``features``, never over what is left of
-        ``budget`` after the probe unless nothing fits (then flagged ``within_budget``)."""
+        ``budget`` after the probe unless nothing fits (then flagged ``within_budget``).
+        ``rule``: which trained rule predicts (default: ``probe`` after a probe, else the
+        router's ``rule``)."""
         now = current if current is not None else self.current()
         spent = probe_result.usage if probe_result is not None else None
         limit = remaining(budget, spent) if budget is not None else Budget()
@@ -346,8 +365,17 @@ class Router:
         if unit is None and weight is not None:
             unit = self.lam_unit
         if now.trained is not None:
-            choice = now.trained.model.choose(
-                features, cands, limit, weight, unit=unit, epsilon=self.epsilon, rng=self._rng
+            mode = rule or (PROBE if probe_result is not None else self.rule(now, weight))
+            accuracy = now.trained.accuracies(mode, features, [c.config for c in cands])
+            choice = pick(
+                cands,
+                accuracy,
+                limit,
+                lam=weight,
+                unit=unit,
+                epsilon=self.epsilon,
+                rng=self._rng,
+                reason=f"highest predicted accuracy within budget ({mode} rule)",
             )
             choice.router_version = now.version
             return choice
@@ -362,13 +390,20 @@ class Router:
         policy: str | None = None,
         prm: str | None = None,
         probe_result: ProbeResult | None = None,
+        rule: Mode | None = None,
     ) -> Decision:
         """``choose``, explained; InputError when no candidate is predicted to fit what is
         left of the budget, or the trained router knows no config for ``policy``/``prm``."""
         now = current if current is not None else self.current()
         try:
             choice = self.choose(
-                features, budget, current=now, policy=policy, prm=prm, probe_result=probe_result
+                features,
+                budget,
+                current=now,
+                policy=policy,
+                prm=prm,
+                probe_result=probe_result,
+                rule=rule,
             )
         except RouterError as exc:  # e.g. it knows no config for the requested policy
             raise InputError(str(exc)) from None
@@ -382,6 +417,7 @@ class Router:
                 f"{choice.config.label()}, is predicted over it ({over})"
             )
         left_out = stepwise_left_out(self.settings, [policy] if policy else None)
+        used = rule or (PROBE if probe_result is not None else self.rule(now))
         if choice.explored:
             reason = "exploration"
         else:
@@ -411,4 +447,5 @@ class Router:
                 "flops": left.flops,
                 "usd": left.usd,
             },
+            rule=used,
         )

@@ -20,20 +20,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.model_selection import GroupKFold
 
 from ratts.errors import RouterError
 from ratts.router import ProbeSpec
-from ratts.router.candidates import CostModel, record_config
+from ratts.router.candidates import CostModel, CostUnit, pick, record_config
 from ratts.router.features import ROUTING, text_features, without_meta
-from ratts.router.model import MIN_ROWS, RouterModel, TrainedRouter, design_row
+from ratts.router.model import DEFAULT_NUMERIC, MIN_ROWS, RouterModel, TrainedRouter, design_row
+from ratts.router.modes import MODES, PROBE, ModeTable
+from ratts.router.modes import grid as modes_grid
+from ratts.router.modes import summary as modes_summary
 from ratts.router.registry import register
+from ratts.router.router import price_after_probe
 from ratts.router.splits import split_keys, text_key
 from ratts.settings import Settings
 from ratts.store import Store
-from ratts.strategies.probe import PROBE
-from ratts.types import Problem, StrategyParams
+from ratts.strategies.probe import PROBE as PROBE_STRATEGY  # probe rows' strategy name
+from ratts.strategies.probe import PROBE_NUMERIC
+from ratts.strategies.reuse import remaining_fraction
+from ratts.types import Budget, Problem, StrategyParams
 
-PROBE_STRATEGY = PROBE  # the strategy name of probe rows
 Record = dict[str, Any]
 
 
@@ -261,6 +267,146 @@ def _auc(p: np.ndarray[Any, Any], y: np.ndarray[Any, Any]) -> float:
     return float(roc_auc_score(y, p))
 
 
+def blind_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` for the text-only model: the same, without the probe's columns."""
+    numeric = params.get("numeric") or DEFAULT_NUMERIC
+    return {**params, "numeric": tuple(c for c in numeric if c not in PROBE_NUMERIC)}
+
+
+def fit_router(
+    graded: Sequence[Record],
+    spec: ProbeSpec | None,
+    settings: Settings | None,
+    params: Mapping[str, Any],
+) -> TrainedRouter:
+    """The models of one router on ``graded`` (routed rows reweighted by 1/propensity):
+    the probe model, the text-only model when there is a probe, and each config's
+    training accuracy and mean cost."""
+    rows, labels, groups = design(weighted(graded))
+    model = RouterModel(**params).fit(rows, labels, groups)
+    blind = RouterModel(**blind_params(params)).fit(rows, labels, groups) if spec else None
+    by_config: dict[str, list[bool]] = defaultdict(list)
+    for rec in graded:
+        by_config[record_config(rec).key()].append(bool(rec["correct"]))
+    accuracy = {key: sum(v) / len(v) for key, v in by_config.items()}
+    configs = list({c.key(): c for c in (record_config(r) for r in graded)}.values())
+    costs = CostModel.from_records(graded, settings)
+    return TrainedRouter.from_parts(
+        model,
+        configs,
+        costs,
+        spec.as_dict() if spec else {},
+        rows=len(graded),
+        blind=blind,
+        accuracy=accuracy,
+    )
+
+
+MIN_MODE_PROBLEMS = 12  # complete problems (probe + every config) to cross-fit the rules
+MODE_FOLDS = 3
+COST_FIELD = {"tokens": "tokens", "flops": "flops", "usd": "dollars"}
+
+
+def cross_fit_modes(
+    graded: Sequence[Record],
+    probes: Sequence[Record],
+    spec: ProbeSpec | None,
+    settings: Settings | None,
+    params: Mapping[str, Any],
+    *,
+    folds: int = MODE_FOLDS,
+) -> dict[str, ModeTable]:
+    """Per cost unit, each rule's realized value on problems its fold never trained on.
+
+    Scored on sweep rows of "complete" problems (a probe row and a graded run of every
+    config), so every rule's pick has a realized outcome: correct - lam x cost, with the
+    probe's logged cost added to the probe rule and its reused configs charged their
+    remaining share. (A reused config's outcome is read from its own sweep run: the same
+    sampling, another draw.) Empty when too few problems are complete or a fold cannot be
+    fitted; the router then always probes."""
+    if spec is None:
+        return {}
+    index = probe_index(probes, spec)
+    keys = sorted({record_config(r).key() for r in graded})
+    cell = {
+        (str(r["problem_id"]), record_config(r).key()): r
+        for r in graded
+        if r.get("source", SWEEP) == SWEEP
+    }
+    complete = sorted(
+        pid
+        for pid in {str(r["problem_id"]) for r in graded} & set(index)
+        if all((pid, k) in cell for k in keys)
+    )
+    if len(complete) < max(MIN_MODE_PROBLEMS, folds):
+        return {}
+    texts = question_texts(graded)
+    groups = [text_key(texts.get(pid) or pid) for pid in complete]
+    units: tuple[CostUnit, ...] = ("tokens", "flops", "usd")
+    totals: dict[str, dict[str, np.ndarray[Any, Any]]] = {}
+    grids: dict[str, list[float]] = {}
+    costs_all = CostModel.from_records(graded, settings).candidates(
+        [record_config(cell[(complete[0], k)]) for k in keys]
+    )
+    for unit in units:
+        grids[unit] = modes_grid([c.cost.value(unit) for c in costs_all])
+        totals[unit] = {m: np.zeros(len(grids[unit])) for m in MODES}
+    scored = 0
+    for _, test_idx in GroupKFold(n_splits=folds).split(complete, groups=groups):
+        held = {complete[i] for i in test_idx}
+        try:
+            fold = fit_router(
+                [r for r in graded if str(r["problem_id"]) not in held], spec, settings, params
+            )
+        except RouterError:
+            return {}
+        fresh = fold.candidates(settings)
+        after = price_after_probe(fresh, spec.policy, spec.k, spec.params)
+        share = {
+            c.config.key(): remaining_fraction(c.config, spec.policy, spec.k, spec.params)
+            for c in fresh
+        }
+        configs = [c.config for c in fresh]
+        for i in test_idx:
+            pid = complete[i]
+            features = cell[(pid, keys[0])]["features"]
+            for mode in MODES:
+                acc = fold.accuracies(mode, features, configs)
+                cands = after if mode == PROBE else fresh
+                for unit in units:
+                    field = COST_FIELD[unit]
+                    probe_cost = float(index[pid].get(field) or 0.0) if mode == PROBE else 0.0
+                    for j, lam in enumerate(grids[unit]):
+                        key = pick(cands, acc, Budget(), lam=lam, unit=unit).config.key()
+                        run = cell[(pid, key)]
+                        part = share[key] if mode == PROBE else 1.0
+                        cost = probe_cost + float(run.get(field) or 0.0) * part
+                        totals[unit][mode][j] += float(bool(run["correct"])) - lam * cost
+            scored += 1
+    return {
+        unit: ModeTable(
+            unit=unit,
+            lams=tuple(grids[unit]),
+            values={m: tuple((totals[unit][m] / scored).tolist()) for m in MODES},
+            problems=scored,
+        )
+        for unit in units
+    }
+
+
+def _rules_note(tables: Mapping[str, ModeTable], spec: ProbeSpec | None, select_modes: bool) -> Any:
+    if spec is None:
+        return "blind: no probe rows, so it never probes"
+    if tables:
+        return modes_summary(tables)
+    if not select_modes:
+        return "always probe (rules not cross-fitted)"
+    return (
+        f"always probe: fewer than {MIN_MODE_PROBLEMS} problems hold a probe and every "
+        "config, too few to cross-fit the rules"
+    )
+
+
 def train_router(
     records: Sequence[Record],
     *,
@@ -270,12 +416,16 @@ def train_router(
     holdout: float = 0.2,
     model_params: Mapping[str, Any] | None = None,
     use_meta: bool = False,
+    select_modes: bool = True,
 ) -> TrainResult:
     """Fit the router on every graded run of ``records`` (probe rows supply features;
     metadata features only with ``use_meta``, see ``with_features``).
 
-    Metrics come from a separate fit on (1 - holdout) of the problems, scored on the rest.
-    Raises RouterError for a log with too few graded runs or a single outcome.
+    With ``select_modes`` (and a probe), the probe / blind / fixed rules are cross-fitted on
+    the training problems and the artifact keeps which serves at which lam
+    (``ratts.router.modes``). Metrics come from a separate fit on (1 - holdout) of the
+    problems, scored on the rest. Raises RouterError for a log with too few graded runs or
+    a single outcome.
     """
     runs, probes = split_probes(records)
     spec = probe or default_probe(probes)
@@ -295,13 +445,11 @@ def train_router(
             f"need at least {min_rows} graded runs to train the router, got {len(graded)}; "
             "log more runs (ratts sweep) and retry"
         )
-    rows, labels, groups = design(weighted(graded))
-    model = RouterModel(**params).fit(rows, labels, groups)
-    configs = list({c.key(): c for c in (record_config(r) for r in graded)}.values())
-    costs = CostModel.from_records(graded, settings)
-    router = TrainedRouter.from_parts(
-        model, configs, costs, spec.as_dict() if spec else {}, rows=len(graded)
-    )
+    router = fit_router(graded, spec, settings, params)
+    configs = router.run_configs()
+    labels = [bool(r["correct"]) for r in graded]
+    tables = cross_fit_modes(graded, probes, spec, settings, params) if select_modes else {}
+    router.modes = {unit: table.as_dict() for unit, table in tables.items()}
     problems = {r["problem_id"] for r in graded}
     metrics: dict[str, Any] = {
         "rows": len(graded),
@@ -313,6 +461,7 @@ def train_router(
         "routed_rows": sum(r.get("source") == ROUTED for r in graded),
         "routed_probe_rows_apart": len(apart),
         "per_config_rows": dict(Counter(record_config(r).label() for r in graded).most_common()),
+        "rules": _rules_note(tables, spec, select_modes),
     }
     if holdout > 0:
         metrics.update(holdout_metrics(graded, params, seed, holdout))
