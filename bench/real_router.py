@@ -53,6 +53,7 @@ from ratts.local.serve import free_port, read_record
 from ratts.orchestrator.orchestrator import Orchestrator
 from ratts.orchestrator.sweep import SweepStats, collect_probes, run_sweep
 from ratts.router.allocate import lam_for_mean
+from ratts.router.features import ROUTING
 from ratts.router.registry import RouterRegistry
 from ratts.router.router import Router
 from ratts.router.splits import dedupe, split_by_text
@@ -234,11 +235,13 @@ def train_costs(store: Store) -> tuple[float, dict[str, float]]:
 
 
 def default_budgets(probe: float, costs: dict[str, float]) -> list[int]:
-    """Four mean total-token levels (the probe included): the probe plus half the cheapest
-    config's train cost, and plus 1.2x the cheapest, the median and the dearest one's."""
+    """Mean total-token levels from the train costs: 1.1x the cheapest config's (room for
+    a router that does not probe), the probe plus half and plus 1.2x the cheapest (room
+    for one that does), and the probe plus 1.2x the median and the dearest config's."""
     ordered = sorted(costs.values())
-    picks = (0.5 * ordered[0], 1.2 * ordered[0], 1.2 * ordered[len(ordered) // 2])
-    return sorted({int(probe + c) for c in (*picks, 1.2 * ordered[-1])})
+    cheapest, median, dearest = ordered[0], ordered[len(ordered) // 2], ordered[-1]
+    levels = (1.1 * cheapest, probe + 0.5 * cheapest, probe + 1.2 * cheapest)
+    return sorted({int(c) for c in (*levels, probe + 1.2 * median, probe + 1.2 * dearest)})
 
 
 def train_features(store: Store) -> list[dict[str, Any]]:
@@ -327,6 +330,7 @@ async def solve_held_out(
             "config": r.config.label(),
             "reason": r.reason,
             "router_version": r.router_version,
+            "rule": (r.features.get(ROUTING) or {}).get("rule"),
             "answer_source": r.answer_source,
         }
         save_json(path, state)
@@ -670,6 +674,11 @@ async def run(args: argparse.Namespace) -> None:
                 print(f"training failed, the cold start routes: {exc}", flush=True)
             found = registry.current()
             version = found[0] if found is not None else None
+            if state.get("router_version") != version:  # solves of another router: redo
+                if state.get("solves"):
+                    print(f"router {version} is new: its held-out solves start afresh")
+                state["solves"] = {}
+                state["router_version"] = version
             row = store.current_router_model()
             if row is not None and row.get("artifact_path"):
                 shutil.copy(row["artifact_path"], args.out / "real_router.skops")
