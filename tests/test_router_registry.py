@@ -156,6 +156,7 @@ def test_cli_train_show_use_eval(capsys: pytest.CaptureFixture[str], tmp_path: P
     assert code == 0 and "router v1 is now current" in out
     code, out, err = run_cli(capsys, "router", "show", "--settings", str(toml))
     assert code == 0 and "v1" in out and "v2" in out
+    assert "v2 rules: " in out and '"flops"' in out  # which rule serves at which lam
     assert [r["is_current"] for r in store.router_models()] == [True, False]
     code, out, err = run_cli(capsys, "router", "use", "v9", "--settings", str(toml))
     assert code == 2 and "unknown router version" in err

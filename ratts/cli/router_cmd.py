@@ -150,6 +150,9 @@ def show(
             typer.echo(f"{r['version']} provenance: {json.dumps(m['provenance'])}")
         if "training" in m:
             typer.echo(f"{r['version']} training: {json.dumps(m['training'])}")
+        rules = m.get("rules") or (m.get("training") or {}).get("rules")
+        if rules:  # which rule serves at which lam: probe first, text alone, or fixed
+            typer.echo(f"{r['version']} rules: {json.dumps(rules)}")
 
 
 @app.command()

@@ -6,11 +6,14 @@ candidate config and the router's probe, so any choice can be scored from the lo
 realized correctness and compute of the chosen config on that problem.
 
 Methods, each a set of (mean compute, accuracy) points over the test problems:
-- router: for a sweep of lambda (a mean-compute budget's Lagrange multiplier), each
-  problem gets argmax_c P(correct | features, c) - lambda x predicted cost(c), ties to the
-  cheaper. Its compute includes the probe; configs that reuse the probe's samples (CoT,
-  majority, Best-of-N on the probe's policy) are charged for the N - k samples they still
-  draw (their logged cost x (N - k) / N), in prediction and in realized cost alike;
+- router: the served router (``ratts.router.train.fit_router`` and its cross-fitted rules,
+  fitted on the train problems as ``ratts router train`` fits them). For a sweep of lambda
+  (a mean-compute budget's Lagrange multiplier), each problem gets argmax_c P(correct |
+  features, c) - lambda x predicted cost(c), ties to the cheaper, under the rule the router
+  serves at that lambda (``ratts.router.modes``). Where the rule probes, its compute
+  includes the probe and configs that reuse the probe's samples are charged for the N - k
+  samples they still draw (their logged cost x (N - k) / N), in prediction and in realized
+  cost alike; where it does not, there is no probe to pay for;
 - fixed configs: every candidate config on every problem; "best fixed" is the best of them
   at a compute level (chosen on the test set itself, which favours the baseline);
 - majority vote: the fixed majority configs;
@@ -46,16 +49,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ratts.errors import RouterError
-from ratts.router.candidates import CostModel, record_config
 from ratts.router.candidates import pick as choose
-from ratts.router.features import PASS_AT_1, without_meta
-from ratts.router.model import RouterModel, design_row
+from ratts.router.candidates import record_config
+from ratts.router.features import PASS_AT_1
+from ratts.router.modes import PROBE, Mode
 from ratts.router.router import ProbeSpec, price_after_probe
 from ratts.router.splits import text_key
 from ratts.router.train import (
     Record,
+    cross_fit_modes,
     default_probe,
-    design,
+    fit_router,
     probe_index,
     probe_spec_of,
     question_texts,
@@ -170,6 +174,7 @@ class _Data:
     spec: ProbeSpec
     probe_params: StrategyParams
     counts: dict[str, Any]
+    train_probes: list[Record]
 
 
 def _pass1(
@@ -252,8 +257,11 @@ def _prepare(records: Sequence[Record], cfg: EvalConfig) -> _Data:
     y = np.array([[float(bool(cell[(pid, k)]["correct"])) for k in keys] for pid in complete])
     cost = np.array([[float(cell[(pid, k)][field_name] or 0.0) for k in keys] for pid in complete])
     probe_cost = np.array([float(index[pid][field_name] or 0.0) for pid in complete])
-    feats = [dict(index[pid].get("features") or {}) for pid in complete]
-    feats = feats if cfg.use_meta else [without_meta(f) for f in feats]
+    # the test problems' features built as training builds them (text + probe row)
+    test_runs = with_features(
+        [cell[(pid, keys[0])] for pid in complete], probes, spec, use_meta=cfg.use_meta
+    )
+    feats = [dict(r["features"]) for r in test_runs]
     pass1, source = _pass1(
         graded, probes, configs, cfg.pass1_min_k, cfg.pass1_policy or spec.policy
     )
@@ -269,8 +277,20 @@ def _prepare(records: Sequence[Record], cfg: EvalConfig) -> _Data:
     }
     first = next(iter(index.values()))
     params = StrategyParams.model_validate(first.get("params") or {})
+    train_probes = [p for p in probes if str(p["problem_id"]) in train_ids]
     return _Data(
-        configs, complete, train_runs, y, cost, probe_cost, feats, pass1, spec, params, counts
+        configs,
+        complete,
+        train_runs,
+        y,
+        cost,
+        probe_cost,
+        feats,
+        pass1,
+        spec,
+        params,
+        counts,
+        train_probes,
     )
 
 
@@ -279,13 +299,15 @@ def evaluate(records: Sequence[Record], cfg: EvalConfig | None = None) -> EvalRe
     cfg = cfg or EvalConfig()
     data = _prepare(records, cfg)
     configs = data.configs
-    rows, labels, groups = design(data.train_runs)
-    model = RouterModel(**{"random_state": cfg.seed, **(cfg.model_params or {})})
-    model.fit(rows, labels, groups)
-    unit_cost = CostModel.from_records(data.train_runs)
+    # the served router: its models and its rules (probe / blind / fixed per lam),
+    # fitted on the train problems exactly as ``ratts router train`` fits them
+    params = {"random_state": cfg.seed, **(cfg.model_params or {})}
+    trained = fit_router(data.train_runs, data.spec, None, params)
+    tables = cross_fit_modes(data.train_runs, data.train_probes, data.spec, None, params)
+    trained.modes = {unit: table.as_dict() for unit, table in tables.items()}
     k = data.spec.k
     # priced as the served router prices them: the one pricing rule, probe reuse included
-    listed = unit_cost.candidates(configs)
+    listed = trained.cost_model().candidates(configs)
     priced = price_after_probe(listed, data.spec.policy, k, data.probe_params)
     predicted = np.array([c.cost.value(cfg.unit) for c in listed])
     effective_pred = np.array([c.cost.value(cfg.unit) for c in priced])
@@ -293,14 +315,18 @@ def evaluate(records: Sequence[Record], cfg: EvalConfig | None = None) -> EvalRe
         [remaining_fraction(c, data.spec.policy, k, data.probe_params) for c in configs]
     )
     n_test = len(data.test_ids)
-    proba = model.predict_proba([design_row(f, c) for f in data.features for c in configs])[
-        :, 1
-    ].reshape(n_test, len(configs))
-    realized = data.cost * share[None, :] + data.probe_cost[:, None]
+    proba: dict[Mode, NDArray[np.float64]] = {}
+
+    def predicted_for(rule: Mode) -> NDArray[np.float64]:
+        if rule not in proba:
+            proba[rule] = np.array([trained.accuracies(rule, f, configs) for f in data.features])
+        return proba[rule]
+
+    after_probe = data.cost * share[None, :] + data.probe_cost[:, None]
     column = {c.key(): j for j, c in enumerate(configs)}
 
     curves: dict[str, list[Point]] = {}
-    # router: a lambda sweep
+    # router: a lambda sweep, each lambda decided by the rule the router serves there
     positive = effective_pred[effective_pred > 0]
     lo = 1e-4 / float(predicted.max()) if predicted.max() > 0 else 1e-12
     hi = 10.0 / float(positive.min()) if positive.size else 1.0
@@ -308,12 +334,15 @@ def evaluate(records: Sequence[Record], cfg: EvalConfig | None = None) -> EvalRe
     router_points = []
     rows_idx = np.arange(n_test)
     for lam in lambdas:
+        rule = trained.mode_for(lam, cfg.unit)
+        cands, realized = (priced, after_probe) if rule == PROBE else (listed, data.cost)
+        acc = predicted_for(rule)
         # the router's own decision function (``pick``), with no per-query budget
         pick = np.array(
             [
                 column[
                     choose(
-                        priced, [float(a) for a in proba[i]], Budget(), lam=lam, unit=cfg.unit
+                        cands, [float(a) for a in acc[i]], Budget(), lam=lam, unit=cfg.unit
                     ).config.key()
                 ]
                 for i in range(n_test)
@@ -323,7 +352,7 @@ def evaluate(records: Sequence[Record], cfg: EvalConfig | None = None) -> EvalRe
             Point(
                 float(realized[rows_idx, pick].mean()),
                 float(data.y[rows_idx, pick].mean()),
-                f"lambda={lam:.3g}",
+                f"lambda={lam:.3g} ({rule} rule)",
             )
         )
     curves["router"] = pareto(router_points)
@@ -366,9 +395,9 @@ def evaluate(records: Sequence[Record], cfg: EvalConfig | None = None) -> EvalRe
         + {"tokens": "policy + PRM tokens", "flops": "FLOPs (policy + PRM)", "usd": "dollars"}[
             cfg.unit
         ],
-        "router compute includes its probe; best fixed is picked on the test set",
-        f"the router never spends less than its probe: {data.probe_cost.mean():.3g} "
-        f"{cfg.unit} per problem on average",
+        "router compute includes its probe where its rule probes; best fixed is picked on "
+        "the test set",
+        f"a probe costs {data.probe_cost.mean():.3g} {cfg.unit} per problem on average",
         "frontiers are step functions: a method is read at its best point using at most the "
         "router's realized mean compute",
     ]
