@@ -41,6 +41,7 @@ from ratts.local.registry import get_model
 from ratts.local.serve import free_port, port_in_use, read_record
 from ratts.orchestrator.orchestrator import Orchestrator
 from ratts.orchestrator.result import SolveResult
+from ratts.router.features import ROUTING
 from ratts.router.registry import install_shipped
 from ratts.settings import PRMSpec, load_settings
 from ratts.store import open_store
@@ -203,6 +204,14 @@ async def run_arms(info: ServerInfo, problems: Sequence[Problem], console: Conso
     return rows
 
 
+RULES = {  # what each of the trained router's rules does (ratts.router.modes)
+    "probe": "probe first (4 samples), then route on the question and the probe",
+    "blind": "route on the question text alone, no probe",
+    "fixed": "the config best on the router's training problems: cross-fitted there, "
+    "neither probing nor the text beat it",
+}
+
+
 def strategy_cell(row: Row) -> str:
     """Short, so the table fits 80 columns: ``maj@8``, ``router: beam(4,4)``."""
     if row.result is None or row.arm.strategy is not None:
@@ -257,9 +266,13 @@ def print_tables(console: Console, rows: list[Row], problems: Sequence[Problem])
             f"{max((r.seconds for r in mine), default=0.0):.0f}",
         )
     console.print(summary)
+    routed = [r.result for r in rows if r.arm.strategy is None and r.result is not None]
     chosen = sorted({strategy_cell(r) for r in rows if r.arm.strategy is None and r.result})
     if chosen:
         console.print("The router chose: " + ", ".join(c.removeprefix("router: ") for c in chosen))
+        rules = sorted({str((r.features.get(ROUTING) or {}).get("rule")) for r in routed})
+        for rule in rules:
+            console.print(f"  {rule} rule: {RULES.get(rule, 'the cold-start rule')}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
