@@ -588,16 +588,26 @@ async def run(args: argparse.Namespace) -> None:
     tree_ns = [int(x) for x in args.tree_ns.split(",")] if args.tree_ns else ns
     tree_ns = [n for n in tree_ns if n > 0]  # --tree-ns 0: no beam search / DVTS
     models = args.models.split(",")
+    # The split is fixed by --split (default: --train,--held-out); a later run may take
+    # more train problems of the same split (up to its train side) and keep its held-out.
+    split_train, split_held = (
+        (int(x) for x in args.split.split(",")) if args.split else (args.train, args.held_out)
+    )
     pool = dedupe(
         arithmetic_problems(
-            (args.train + args.held_out) * 2,
+            (split_train + split_held) * 2,
             seed=args.seed,
             min_ops=1,
             max_ops=3,
             max_value=args.max_value,
         )
     )
-    train, held = split_by_text(pool, args.held_out / (args.train + args.held_out), seed=args.seed)
+    train, held = split_by_text(pool, split_held / (split_train + split_held), seed=args.seed)
+    if args.train > len(train) or args.held_out > len(held):
+        raise SystemExit(
+            f"--split {split_train},{split_held} has {len(train)} train and {len(held)} "
+            f"held-out problems; asked for {args.train} and {args.held_out}"
+        )
     train, held = train[: args.train], held[: args.held_out]
     # --use-*: fewer problems of the same split (the logged runs stay valid)
     train = train[: args.use_train or None]
@@ -796,6 +806,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--train", type=int, default=100)
     parser.add_argument("--held-out", type=int, default=150)
+    parser.add_argument(
+        "--split",
+        default="",
+        help="TRAIN,HELD: the sizes that fix the split (default --train,--held-out); "
+        "a later --train of up to twice TRAIN reuses it and its held-out runs",
+    )
     parser.add_argument("--use-train", type=int, default=0, help="use the first N train")
     parser.add_argument("--use-held-out", type=int, default=0, help="use the first N held")
     parser.add_argument("--ns", default="4,8,16", help="N for majority / Best-of-N")
