@@ -139,3 +139,11 @@ async def test_a_rule_without_probe_runs_no_probe_on_the_served_path(
     log = rows[0]["features"][ROUTING]
     assert log["rule"] == "fixed"
     assert log["probe_usage"]["tokens"] == 0
+
+
+def test_a_lead_within_one_standard_error_goes_to_the_simpler_rule() -> None:
+    values = {"fixed": (0.30, 0.30), "blind": (0.10, 0.10), "probe": (0.33, 0.40)}
+    margins = {"fixed": (0.05, 0.05), "blind": (0.05, 0.05), "probe": (0.0, 0.0)}
+    table = ModeTable("tokens", (0.0, 1e-4), values, 40, margins)
+    assert table.modes == ("fixed", "probe")  # 0.03 behind is noise; 0.10 behind is not
+    assert ModeTable.from_dict(table.as_dict()) == table

@@ -27,7 +27,7 @@ from ratts.router import ProbeSpec
 from ratts.router.candidates import CostModel, CostUnit, pick, record_config
 from ratts.router.features import ROUTING, text_features, without_meta
 from ratts.router.model import DEFAULT_NUMERIC, MIN_ROWS, RouterModel, TrainedRouter, design_row
-from ratts.router.modes import MODES, PROBE, ModeTable
+from ratts.router.modes import MODES, PROBE, ModeTable, paired_margins
 from ratts.router.modes import grid as modes_grid
 from ratts.router.modes import summary as modes_summary
 from ratts.router.registry import register
@@ -343,15 +343,12 @@ def cross_fit_modes(
     texts = question_texts(graded)
     groups = [text_key(texts.get(pid) or pid) for pid in complete]
     units: tuple[CostUnit, ...] = ("tokens", "flops", "usd")
-    totals: dict[str, dict[str, np.ndarray[Any, Any]]] = {}
-    grids: dict[str, list[float]] = {}
     costs_all = CostModel.from_records(graded, settings).candidates(
         [record_config(cell[(complete[0], k)]) for k in keys]
     )
-    for unit in units:
-        grids[unit] = modes_grid([c.cost.value(unit) for c in costs_all])
-        totals[unit] = {m: np.zeros(len(grids[unit])) for m in MODES}
-    scored = 0
+    grids = {unit: modes_grid([c.cost.value(unit) for c in costs_all]) for unit in units}
+    # realized value per unit, rule, scored problem and grid lam
+    per: dict[str, dict[str, list[list[float]]]] = {u: {m: [] for m in MODES} for u in units}
     for _, test_idx in GroupKFold(n_splits=folds).split(complete, groups=groups):
         held = {complete[i] for i in test_idx}
         try:
@@ -376,19 +373,21 @@ def cross_fit_modes(
                 for unit in units:
                     field = COST_FIELD[unit]
                     probe_cost = float(index[pid].get(field) or 0.0) if mode == PROBE else 0.0
-                    for j, lam in enumerate(grids[unit]):
+                    row = []
+                    for lam in grids[unit]:
                         key = pick(cands, acc, Budget(), lam=lam, unit=unit).config.key()
                         run = cell[(pid, key)]
                         part = share[key] if mode == PROBE else 1.0
                         cost = probe_cost + float(run.get(field) or 0.0) * part
-                        totals[unit][mode][j] += float(bool(run["correct"])) - lam * cost
-            scored += 1
+                        row.append(float(bool(run["correct"])) - lam * cost)
+                    per[unit][mode].append(row)
     return {
         unit: ModeTable(
             unit=unit,
             lams=tuple(grids[unit]),
-            values={m: tuple((totals[unit][m] / scored).tolist()) for m in MODES},
-            problems=scored,
+            values={m: tuple(np.mean(per[unit][m], axis=0).tolist()) for m in MODES},
+            problems=len(per[unit][MODES[0]]),
+            margins=paired_margins(per[unit]),
         )
         for unit in units
     }
