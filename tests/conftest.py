@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pg_cluster import ENV, Cluster, PostgresUnavailable, cluster_from_env
 
-from ratts.settings import PolicySpec, PRMSpec
+from ratts.settings import PolicySpec, PRMSpec, Settings
 from ratts.sim import SimConfig, SimServer
 
 
@@ -72,6 +72,17 @@ def strong_policy_spec(sim: SimServer) -> PolicySpec:
 @pytest.fixture
 def prm_spec(sim: SimServer) -> PRMSpec:
     return PRMSpec(name="sim-prm", kind="vllm_pooling", base_url=sim.base_url, model="sim-prm")
+
+
+@pytest.fixture
+def sim_settings(tmp_path: Any, weak_policy_spec: PolicySpec, prm_spec: PRMSpec) -> Settings:
+    """One simulated policy and PRM, the run log in a temp SQLite file."""
+    return Settings(
+        db_url=f"sqlite:///{tmp_path / 'runs.db'}",
+        data_dir=tmp_path / "data",
+        policies=[weak_policy_spec],
+        prms=[prm_spec],
+    )
 
 
 @pytest.fixture(scope="session")

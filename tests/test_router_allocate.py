@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
-from test_router_support import log_to_store, probe_features, synthetic_log
+from test_router_support import log_to_store, probe_features, synthetic_log, world_settings
 
 from ratts.errors import RouterError
 from ratts.router import Router
@@ -17,24 +17,11 @@ from ratts.router.allocate import lam_for_mean
 from ratts.router.candidates import pick
 from ratts.router.registry import register
 from ratts.router.train import records_from_store, train_router
-from ratts.settings import PolicySpec, PRMSpec, Settings
 from ratts.store import open_store
 from ratts.types import Budget
 
 FAST = {"max_iter": 40, "min_samples_leaf": 5}
 PROBE_FLOPS = 2e9
-
-
-def _settings(tmp_path: Path) -> Settings:
-    return Settings(
-        db_url=f"sqlite:///{tmp_path / 'runs.db'}",
-        data_dir=tmp_path / "data",
-        policies=[
-            PolicySpec(name="weak", base_url="http://127.0.0.1:9/v1", model="w", params=1e9),
-            PolicySpec(name="strong", base_url="http://127.0.0.1:9/v1", model="s", params=7e10),
-        ],
-        prms=[PRMSpec(name="prm", kind="arithmetic")],
-    )
 
 
 def test_mean_budget_lam_fits_the_mean_and_shrinks_as_the_mean_grows(tmp_path: Path) -> None:
@@ -43,7 +30,7 @@ def test_mean_budget_lam_fits_the_mean_and_shrinks_as_the_mean_grows(tmp_path: P
         log_to_store(store, synthetic_log(80))
         trained = train_router(records_from_store(store), model_params=FAST, holdout=0)
         register(store, trained.router, tmp_path / "routers", trained.metrics)
-        router = Router(_settings(tmp_path), store)
+        router = Router(world_settings(tmp_path), store)
         rng = random.Random(5)
         sample = [probe_features(rng.random(), rng) for _ in range(60)]
 
@@ -70,7 +57,7 @@ def test_mean_budget_lam_fits_the_mean_and_shrinks_as_the_mean_grows(tmp_path: P
 def test_mean_budget_needs_a_trained_router_and_questions(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
     try:
-        router = Router(_settings(tmp_path), store)
+        router = Router(world_settings(tmp_path), store)
         with pytest.raises(RouterError, match="trained router"):
             lam_for_mean(router, [{"probe_agreement": 1.0}], 1e10, probe_cost=PROBE_FLOPS)
         log_to_store(store, synthetic_log(80))
@@ -94,11 +81,11 @@ def test_a_served_lam_is_priced_in_its_own_unit_not_the_budgets(tmp_path: Path) 
         register(store, trained.router, tmp_path / "routers", trained.metrics)
         rng = random.Random(7)
         sample = [probe_features(rng.random(), rng) for _ in range(40)]
-        calibrating = Router(_settings(tmp_path), store)
+        calibrating = Router(world_settings(tmp_path), store)
         free = lam_for_mean(calibrating, sample, 1e15, probe_cost=0.0, unit="tokens")[1]
         lam, _ = lam_for_mean(calibrating, sample, free / 2, probe_cost=0.0, unit="tokens")
         assert lam > 0.0
-        served = Router(_settings(tmp_path), store, lam=lam)
+        served = Router(world_settings(tmp_path), store, lam=lam)
         assert served.lam_unit == "tokens"
         now = served.current()
         assert now.trained is not None

@@ -131,16 +131,6 @@ def test_cold_start_answers_from_a_unanimous_probe() -> None:
     assert rule.choose(split, cands, Budget(tokens=2000)).config == bon  # small, not hard
 
 
-@pytest.fixture
-def sim_settings(tmp_path: Path, weak_policy_spec: PolicySpec, prm_spec: PRMSpec) -> Settings:
-    return Settings(
-        db_url=f"sqlite:///{tmp_path / 'runs.db'}",
-        data_dir=tmp_path / "data",
-        policies=[weak_policy_spec],
-        prms=[prm_spec],
-    )
-
-
 async def test_routed_run_logs_its_decision_and_charges_the_probe_once(
     sim_settings: Settings, sim: SimServer
 ) -> None:

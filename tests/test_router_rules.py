@@ -7,8 +7,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import pytest
-from test_router_support import WORLD, log_to_store, probe_features, synthetic_log
+from test_router_support import WORLD, log_to_store, probe_features, synthetic_log, world_settings
 
 from ratts import Orchestrator
 from ratts.router import Router
@@ -17,7 +16,7 @@ from ratts.router.features import ROUTING
 from ratts.router.modes import ModeTable
 from ratts.router.registry import register
 from ratts.router.train import PROBE_STRATEGY, records_from_store, train_router
-from ratts.settings import PolicySpec, PRMSpec, Settings
+from ratts.settings import Settings
 from ratts.sim import SimServer
 from ratts.store import open_store
 from ratts.types import RunConfig, StrategyParams
@@ -77,16 +76,7 @@ def test_mean_budget_calibration_follows_the_served_rule(tmp_path: Path) -> None
         never = ModeTable("tokens", (0.0,), {"fixed": (1.0,), "blind": (0.0,), "probe": (0.0,)}, 9)
         trained.router.modes = {"tokens": never.as_dict()}
         register(store, trained.router, tmp_path / "routers", trained.metrics)
-        settings = Settings(
-            db_url=f"sqlite:///{tmp_path / 'runs.db'}",
-            data_dir=tmp_path / "data",
-            policies=[
-                PolicySpec(name="weak", base_url="http://127.0.0.1:9/v1", model="w", params=1e9),
-                PolicySpec(name="strong", base_url="http://127.0.0.1:9/v1", model="s", params=7e10),
-            ],
-            prms=[PRMSpec(name="prm", kind="arithmetic")],
-        )
-        router = Router(settings, store)
+        router = Router(world_settings(tmp_path), store)
         now = router.current()
         assert router.rule(now, 0.0) == router.rule(now, 1.0) == "fixed"
         sample = [probe_features(0.5, random.Random(1))]
@@ -96,22 +86,10 @@ def test_mean_budget_calibration_follows_the_served_rule(tmp_path: Path) -> None
         store.close()
 
 
-@pytest.fixture
-def sim_router_settings(
-    tmp_path: Path, weak_policy_spec: PolicySpec, prm_spec: PRMSpec
-) -> Settings:
-    return Settings(
-        db_url=f"sqlite:///{tmp_path / 'runs.db'}",
-        data_dir=tmp_path / "data",
-        policies=[weak_policy_spec],
-        prms=[prm_spec],
-    )
-
-
 async def test_a_rule_without_probe_runs_no_probe_on_the_served_path(
-    sim_router_settings: Settings, sim: SimServer, tmp_path: Path
+    sim_settings: Settings, sim: SimServer, tmp_path: Path
 ) -> None:
-    policy, prm = sim_router_settings.policies[0].name, sim_router_settings.prms[0].name
+    policy, prm = sim_settings.policies[0].name, sim_settings.prms[0].name
     world = [
         (RunConfig(policy=policy, prm=None, strategy="cot", params=StrategyParams(n=1)), *f[1:])
         for f in WORLD[:1]
@@ -125,7 +103,7 @@ async def test_a_rule_without_probe_runs_no_probe_on_the_served_path(
     fixed_only = ModeTable("tokens", (0.0,), {"fixed": (1.0,), "blind": (0.0,), "probe": (0.0,)}, 9)
     trained.router.modes = {"tokens": fixed_only.as_dict()}
     best = max(trained.router.accuracy, key=lambda k: trained.router.accuracy[k])
-    async with Orchestrator(sim_router_settings) as orch:
+    async with Orchestrator(sim_settings) as orch:
         store = orch.store
         assert store is not None
         register(store, trained.router, tmp_path / "routers", trained.metrics)

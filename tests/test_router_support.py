@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ratts.endpoints.usage import Usage
 from ratts.router.features import PASS_AT_1
 from ratts.router.train import PROBE_STRATEGY
+from ratts.settings import PolicySpec, PRMSpec, Settings
 from ratts.store import Store
 from ratts.types import Problem, RunConfig, StrategyParams
 
@@ -38,6 +40,20 @@ WORLD: list[tuple[RunConfig, float, Callable[[float], float]]] = [
         lambda d: 0.97 if d < 0.9 else 0.2,
     ),
 ]
+
+
+def world_settings(tmp_path: Path) -> Settings:
+    """A deployment that configures the synthetic world's policies and PRM (unreachable
+    URLs: for deciding, not running)."""
+    return Settings(
+        db_url=f"sqlite:///{tmp_path / 'runs.db'}",
+        data_dir=tmp_path / "data",
+        policies=[
+            PolicySpec(name=WEAK, base_url="http://127.0.0.1:9/v1", model="w", params=1e9),
+            PolicySpec(name=STRONG, base_url="http://127.0.0.1:9/v1", model="s", params=7e10),
+        ],
+        prms=[PRMSpec(name=PRM, kind="arithmetic")],
+    )
 
 
 def config_record(

@@ -35,11 +35,12 @@ from ratts.router.router import price_after_probe
 from ratts.router.splits import split_keys, text_key
 from ratts.settings import Settings
 from ratts.store import Store
-from ratts.strategies.probe import PROBE as PROBE_STRATEGY  # probe rows' strategy name
+from ratts.strategies.probe import PROBE as PROBE_NAME
 from ratts.strategies.probe import PROBE_NUMERIC
 from ratts.strategies.reuse import remaining_fraction
 from ratts.types import Budget, Problem, StrategyParams
 
+PROBE_STRATEGY = PROBE_NAME  # the strategy name of probe rows
 Record = dict[str, Any]
 
 
