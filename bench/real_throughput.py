@@ -8,8 +8,10 @@ same generated arithmetic problems for every row, and for each cap on sequences 
   problem's N samples, one request each): the most a client can get out of the server under
   that cap;
 - ratts ``majority@N``, ``best_of_n@N`` (ArithmeticPRM), ``beam_search(N, M)`` and
-  ``dvts(N, M)``, every problem in flight at once through ONE ``PolicyClient`` whose limit
-  is the cap (``max_concurrency`` counts sequences; admission is FIFO and work-conserving).
+  ``dvts(N, M)`` through the served path: ``Orchestrator.solve_many`` with the strategy
+  forced, every problem in flight at once, graded and logged to a fresh SQLite file, on ONE
+  ``PolicyClient`` whose limit is the cap (``max_concurrency`` counts sequences; admission
+  is FIFO and work-conserving).
 
 Completion tokens are the server's own count (``vllm:generation_tokens_total`` in
 ``/metrics``, before and after each row); tokens/s = completion tokens / wall seconds; the
@@ -17,7 +19,9 @@ figure of merit is each row's ratio to the ceiling's tokens/s at the same cap. W
 time went, per row: the server's prompt tokens and how many of them its prefix cache served
 (``fresh`` = prompt - cached is what it really prefilled), its summed per-request prefill,
 decode and queue seconds, and the client's mean share of the cap in flight
-(``client_slot_use``: near 1 with few tokens/s means the server, not the client, is slow).
+(``client_slot_use``: near 1 with few tokens/s means the server, not the client, is slow),
+and the CPU seconds this client process spent on the row (``client_cpu_s``, all threads:
+with 2 cores, CPU the client burns is CPU the server does not get).
 Results go to ``bench/results/real_throughput.json`` and a plot ``real_throughput.png``.
 
 Usage (vLLM takes both cores; hold the machine-wide lock for the whole run)::
@@ -34,6 +38,7 @@ import argparse
 import asyncio
 import json
 import platform
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -46,8 +51,8 @@ import httpx
 from ratts.datasets import arithmetic_problems
 from ratts.endpoints.arithmetic import ArithmeticPRM
 from ratts.endpoints.policy import PolicyClient, merge_stops
+from ratts.orchestrator import Orchestrator
 from ratts.settings import PolicySpec, PRMSpec
-from ratts.strategies import get_strategy
 from ratts.types import Problem, StrategyParams
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -139,7 +144,33 @@ class SlotMeter:
 # ---------------------------------------------------------------- the rows
 
 
-async def ceiling(spec: PolicySpec, problems: Sequence[Problem], cap: int) -> dict[str, Any]:
+class Clock:
+    """What a row spent inside its ``with``: wall seconds, this process's CPU seconds (all
+    its threads: the event loop, the DB thread, grading) and the server's counters."""
+
+    def __init__(self, counters: Callable[[str], dict[str, float]], root: str) -> None:
+        self._counters = counters
+        self._root = root
+        self.wall_s = 0.0
+        self.client_cpu_s = 0.0
+        self.spent: dict[str, float] = {}
+
+    def __enter__(self) -> Clock:
+        self._before = self._counters(self._root)
+        self._cpu = time.process_time()
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.wall_s = time.perf_counter() - self._start
+        self.client_cpu_s = time.process_time() - self._cpu
+        after = self._counters(self._root)
+        self.spent = {k: after[k] - self._before[k] for k in after}
+
+
+async def ceiling(
+    spec: PolicySpec, problems: Sequence[Problem], cap: int, clock: Clock
+) -> dict[str, Any]:
     """``cap`` workers, each sending single-sample requests until N per problem are done."""
     client = PolicyClient(spec)  # only for its prompt template
     prompts = [client.prompt(p.question) for p in problems for _ in range(N)]
@@ -166,27 +197,37 @@ async def ceiling(spec: PolicySpec, problems: Sequence[Problem], cap: int) -> di
                     await resp.read()
                 busy[0] -= 1
 
-        with SlotMeter(lambda: busy[0]) as meter:
+        with clock, SlotMeter(lambda: busy[0]) as meter:
             await asyncio.gather(*(worker() for _ in range(cap)))
     return {"http_requests": len(prompts), "client_slot_use": round(meter.mean() / cap, 3)}
 
 
-async def ratts_row(spec: PolicySpec, problems: Sequence[Problem], strategy: str) -> dict[str, Any]:
-    impl = get_strategy(strategy)
-    prm = ArithmeticPRM(PRMSpec(name="arith", kind="arithmetic")) if impl.needs_prm else None
-    p = params()
-    async with PolicyClient(spec) as policy:
-        with SlotMeter(lambda: policy.sequences_in_flight) as meter:
-            outcomes = await asyncio.gather(*(impl.run(pr, policy, prm, p) for pr in problems))
+async def ratts_row(
+    spec: PolicySpec, problems: Sequence[Problem], strategy: str, clock: Clock
+) -> dict[str, Any]:
+    """The served path: ``Orchestrator.solve_many`` with the strategy forced, every problem
+    in flight at once, graded and logged to a fresh SQLite file, as ``ratts solve`` and
+    ``ratts sweep`` run a config (a bench that called the strategy directly would skip the
+    watch, the grading and the store that users get)."""
+    policy = PolicyClient(spec)
+    prm = ArithmeticPRM(PRMSpec(name="arith", kind="arithmetic"))
+    with tempfile.TemporaryDirectory(prefix="ratts-bench-") as tmp:
+        db_url = f"sqlite:///{Path(tmp) / 'runs.db'}"
+        async with policy, Orchestrator(policies=[policy], prms=[prm], store=db_url) as orch:
+            await orch.start()  # the store's migration is set-up, not the row's work
+            with clock, SlotMeter(lambda: policy.sequences_in_flight) as meter:
+                results = await orch.solve_many(
+                    problems, concurrency=len(problems), strategy=strategy, params=params()
+                )
     return {
-        "http_requests": sum(o.usage.policy_requests for o in outcomes),
-        "client_completion_tokens": sum(o.usage.policy_completion_tokens for o in outcomes),
+        "http_requests": sum(r.usage.policy_requests for r in results),
+        "client_completion_tokens": sum(r.usage.policy_completion_tokens for r in results),
+        "correct": sum(bool(r.correct) for r in results),
         "client_slot_use": round(meter.mean() / spec.max_concurrency, 3),
     }
 
 
 def run_rows(
-    base_url: str,
     root: str,
     counters: Callable[[str], dict[str, float]],
     problems: Sequence[Problem],
@@ -198,17 +239,14 @@ def run_rows(
         spec = spec_for(cap)
         ceiling_tps: float | None = None
         for label in ("ceiling", "majority", "best_of_n", "beam_search", "dvts"):
-            before = counters(root)
-            start = time.perf_counter()
+            clock = Clock(counters, root)
             if label == "ceiling":
-                extra = asyncio.run(ceiling(spec, problems, cap))
+                extra = asyncio.run(ceiling(spec, problems, cap, clock))
             else:
-                extra = asyncio.run(ratts_row(spec, problems, label))
-            wall = time.perf_counter() - start
-            after = counters(root)
-            spent = {k: after[k] - before[k] for k in after}
-            c0, c1 = before["completion_tokens"], after["completion_tokens"]
-            tps = (c1 - c0) / wall
+                extra = asyncio.run(ratts_row(spec, problems, label, clock))
+            wall, spent = clock.wall_s, clock.spent
+            tokens = spent["completion_tokens"]
+            tps = tokens / wall
             if label == "ceiling":
                 ceiling_tps = tps
             assert ceiling_tps is not None
@@ -220,6 +258,7 @@ def run_rows(
                 "row": name,
                 "strategy": label,
                 "wall_s": round(wall, 2),
+                "client_cpu_s": round(clock.client_cpu_s, 2),
                 **{k: round(v, 2) if k.endswith("_s") else int(v) for k, v in spent.items()},
                 "completion_tokens_per_s": round(tps, 2),
                 "ratio_to_ceiling": round(tps / ceiling_tps, 3),
@@ -229,9 +268,10 @@ def run_rows(
             rows.append(row)
             fresh = spent["prompt_tokens"] - spent["cached_prompt_tokens"]
             print(
-                f"cap {cap:>3} {name:<18} {wall:7.1f}s {int(c1 - c0):>7} tok "
+                f"cap {cap:>3} {name:<18} {wall:7.1f}s {int(tokens):>7} tok "
                 f"{tps:7.1f} tok/s  {tps / ceiling_tps:5.2f} of ceiling  "
-                f"{int(fresh):>7} fresh prompt tok  slots {extra['client_slot_use']:.2f} busy",
+                f"{int(fresh):>7} fresh prompt tok  slots {extra['client_slot_use']:.2f} busy  "
+                f"client cpu {clock.client_cpu_s:5.2f}s",
                 flush=True,
             )
     return rows
@@ -241,7 +281,7 @@ def run_rows(
 
 
 @contextmanager
-def real_server() -> Iterator[tuple[str, str, Callable[[int], PolicySpec]]]:
+def real_server() -> Iterator[tuple[str, Callable[[int], PolicySpec]]]:
     from ratts.local import policy_spec, prepare, start_server, stop_server
     from ratts.local.serve import free_port
 
@@ -254,13 +294,13 @@ def real_server() -> Iterator[tuple[str, str, Callable[[int], PolicySpec]]]:
         def spec_for(cap: int) -> PolicySpec:
             return base.model_copy(update={"max_concurrency": cap})
 
-        yield base.base_url, root, spec_for
+        yield root, spec_for
     finally:
         stop_server(MODEL)
 
 
 @contextmanager
-def sim_server() -> Iterator[tuple[str, str, Callable[[int], PolicySpec]]]:
+def sim_server() -> Iterator[tuple[str, Callable[[int], PolicySpec]]]:
     from simproc import simulator
 
     from ratts.sim import Capacity, SimConfig, SimPolicy
@@ -274,7 +314,7 @@ def sim_server() -> Iterator[tuple[str, str, Callable[[int], PolicySpec]]]:
         def spec_for(cap: int) -> PolicySpec:
             return PolicySpec(name=MODEL, base_url=sim.v1_url, model=MODEL, max_concurrency=cap)
 
-        yield sim.v1_url, sim.url, spec_for
+        yield sim.url, spec_for
 
 
 def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
@@ -316,8 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = sim_server() if args.sim else real_server()
     counters = sim_counters if args.sim else vllm_counters
     started = time.time()
-    with server as (base_url, root, spec_for):
-        rows = run_rows(base_url, root, counters, problems, caps, spec_for)
+    with server as (root, spec_for):
+        rows = run_rows(root, counters, problems, caps, spec_for)
     result = {
         "bench": "real_throughput",
         "simulated": args.sim,
