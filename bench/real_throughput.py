@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import tempfile
 import time
@@ -94,6 +95,39 @@ VLLM_COUNTERS = {
 }
 
 
+Counters = Callable[[], dict[str, float]]
+
+
+def process_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of server process ``pid`` (vLLM's API server: HTTP,
+    detokenising, streaming) and of all its descendants (vLLM's engine core: the model's
+    steps), from /proc. On 2 cores every CPU-second spent elsewhere is one the engine
+    does not get."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a process that ended while we looked
+        proc = int(stat.parent.name)
+        parent[proc] = int(fields[1])
+        cpu[proc] = (int(fields[11]) + int(fields[12])) / ticks
+
+    def under(proc: int) -> bool:
+        while proc > 1:
+            proc = parent.get(proc, 0)
+            if proc == pid:
+                return True
+        return False
+
+    return {
+        "server_frontend_cpu_s": cpu.get(pid, 0.0),
+        "server_engine_cpu_s": sum(v for proc, v in cpu.items() if under(proc)),
+    }
+
+
 def vllm_counters(root: str) -> dict[str, float]:
     """The counters above as the vLLM server has them now (absent ones read 0)."""
     wanted = {metric: key for key, metric in VLLM_COUNTERS.items()}
@@ -148,15 +182,14 @@ class Clock:
     """What a row spent inside its ``with``: wall seconds, this process's CPU seconds (all
     its threads: the event loop, the DB thread, grading) and the server's counters."""
 
-    def __init__(self, counters: Callable[[str], dict[str, float]], root: str) -> None:
+    def __init__(self, counters: Counters) -> None:
         self._counters = counters
-        self._root = root
         self.wall_s = 0.0
         self.client_cpu_s = 0.0
         self.spent: dict[str, float] = {}
 
     def __enter__(self) -> Clock:
-        self._before = self._counters(self._root)
+        self._before = self._counters()
         self._cpu = time.process_time()
         self._start = time.perf_counter()
         return self
@@ -164,7 +197,7 @@ class Clock:
     def __exit__(self, *_: object) -> None:
         self.wall_s = time.perf_counter() - self._start
         self.client_cpu_s = time.process_time() - self._cpu
-        after = self._counters(self._root)
+        after = self._counters()
         self.spent = {k: after[k] - self._before[k] for k in after}
 
 
@@ -227,20 +260,37 @@ async def ratts_row(
     }
 
 
+STRATEGIES = ("majority", "best_of_n", "beam_search", "dvts")
+
+
+def row_name(label: str) -> str:
+    if label.startswith("ceiling"):
+        return label
+    return {"majority": f"majority@{N}", "best_of_n": f"best_of_n@{N}"}.get(
+        label, f"{label}({N},{M})"
+    )
+
+
 def run_rows(
-    root: str,
-    counters: Callable[[str], dict[str, float]],
+    counters: Counters,
     problems: Sequence[Problem],
     caps: Sequence[int],
     spec_for: Callable[[int], PolicySpec],
+    *,
+    bracket: bool = True,
 ) -> list[dict[str, Any]]:
+    """Per cap: the ceiling, the ratts rows, and (``bracket``) the ceiling again, so drift
+    of the machine's speed during the rows shows. ``ratio_to_ceiling`` is to the ceiling
+    measured first; ``ratio_to_ceiling_after`` to the one measured last."""
     rows: list[dict[str, Any]] = []
+    labels = ("ceiling", *STRATEGIES, *(("ceiling_after",) if bracket else ()))
     for cap in caps:
         spec = spec_for(cap)
-        ceiling_tps: float | None = None
-        for label in ("ceiling", "majority", "best_of_n", "beam_search", "dvts"):
-            clock = Clock(counters, root)
-            if label == "ceiling":
+        ceiling_tps = 0.0
+        at_cap: list[dict[str, Any]] = []
+        for label in labels:
+            clock = Clock(counters)
+            if label.startswith("ceiling"):
                 extra = asyncio.run(ceiling(spec, problems, cap, clock))
             else:
                 extra = asyncio.run(ratts_row(spec, problems, label, clock))
@@ -249,14 +299,11 @@ def run_rows(
             tps = tokens / wall
             if label == "ceiling":
                 ceiling_tps = tps
-            assert ceiling_tps is not None
-            name = {"majority": f"majority@{N}", "best_of_n": f"best_of_n@{N}"}.get(
-                label, label if label == "ceiling" else f"{label}({N},{M})"
-            )
+            name = row_name(label)
             row = {
                 "cap": cap,
                 "row": name,
-                "strategy": label,
+                "strategy": "ceiling" if label.startswith("ceiling") else label,
                 "wall_s": round(wall, 2),
                 "client_cpu_s": round(clock.client_cpu_s, 2),
                 **{k: round(v, 2) if k.endswith("_s") else int(v) for k, v in spent.items()},
@@ -265,7 +312,7 @@ def run_rows(
                 "target": TARGETS.get(label),
                 **extra,
             }
-            rows.append(row)
+            at_cap.append(row)
             fresh = spent["prompt_tokens"] - spent["cached_prompt_tokens"]
             print(
                 f"cap {cap:>3} {name:<18} {wall:7.1f}s {int(tokens):>7} tok "
@@ -274,6 +321,12 @@ def run_rows(
                 f"client cpu {clock.client_cpu_s:5.2f}s",
                 flush=True,
             )
+        if bracket:
+            after = at_cap[-1]["completion_tokens_per_s"]
+            for row in at_cap:
+                row["ratio_to_ceiling_after"] = round(row["completion_tokens_per_s"] / after, 3)
+            print(f"cap {cap:>3} ceiling after / before: {after / ceiling_tps:.3f}", flush=True)
+        rows += at_cap
     return rows
 
 
@@ -281,7 +334,7 @@ def run_rows(
 
 
 @contextmanager
-def real_server() -> Iterator[tuple[str, Callable[[int], PolicySpec]]]:
+def real_server() -> Iterator[tuple[Counters, Callable[[int], PolicySpec]]]:
     from ratts.local import policy_spec, prepare, start_server, stop_server
     from ratts.local.serve import free_port
 
@@ -294,13 +347,16 @@ def real_server() -> Iterator[tuple[str, Callable[[int], PolicySpec]]]:
         def spec_for(cap: int) -> PolicySpec:
             return base.model_copy(update={"max_concurrency": cap})
 
-        yield root, spec_for
+        def counters() -> dict[str, float]:
+            return {**vllm_counters(root), **process_cpu(info.pid)}
+
+        yield counters, spec_for
     finally:
         stop_server(MODEL)
 
 
 @contextmanager
-def sim_server() -> Iterator[tuple[str, Callable[[int], PolicySpec]]]:
+def sim_server() -> Iterator[tuple[Counters, Callable[[int], PolicySpec]]]:
     from simproc import simulator
 
     from ratts.sim import Capacity, SimConfig, SimPolicy
@@ -314,7 +370,10 @@ def sim_server() -> Iterator[tuple[str, Callable[[int], PolicySpec]]]:
         def spec_for(cap: int) -> PolicySpec:
             return PolicySpec(name=MODEL, base_url=sim.v1_url, model=MODEL, max_concurrency=cap)
 
-        yield sim.url, spec_for
+        def counters() -> dict[str, float]:
+            return {**sim_counters(sim.url), "server_cpu_s": sim.cpu_seconds() or 0.0}
+
+        yield counters, spec_for
 
 
 def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
@@ -349,15 +408,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--caps", default="8,32", help="caps on sequences in flight")
     ap.add_argument("--seed", type=int, default=7, help="problem generator seed")
     ap.add_argument("--sim", action="store_true", help="the simulator instead of vLLM")
+    ap.add_argument(
+        "--no-bracket",
+        dest="bracket",
+        action="store_false",
+        help="skip the second ceiling run after each cap's ratts rows",
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     caps = [int(c) for c in args.caps.split(",")]
     problems = arithmetic_problems(args.problems, seed=args.seed)
     server = sim_server() if args.sim else real_server()
-    counters = sim_counters if args.sim else vllm_counters
     started = time.time()
-    with server as (root, spec_for):
-        rows = run_rows(root, counters, problems, caps, spec_for)
+    with server as (counters, spec_for):
+        rows = run_rows(counters, problems, caps, spec_for, bracket=args.bracket)
     result = {
         "bench": "real_throughput",
         "simulated": args.sim,
@@ -371,6 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "max_step_tokens": MAX_STEP_TOKENS,
         "max_steps": MAX_STEPS,
         "caps": caps,
+        "bracketed": args.bracket,
         "rows": rows,
         "total_wall_s": round(time.time() - started, 1),
         "python": platform.python_version(),
