@@ -20,8 +20,11 @@ time went, per row: the server's prompt tokens and how many of them its prefix c
 (``fresh`` = prompt - cached is what it really prefilled), its summed per-request prefill,
 decode and queue seconds, and the client's mean share of the cap in flight
 (``client_slot_use``: near 1 with few tokens/s means the server, not the client, is slow),
-and the CPU seconds this client process spent on the row (``client_cpu_s``, all threads:
-with 2 cores, CPU the client burns is CPU the server does not get).
+the CPU seconds this client process spent on the row (``client_cpu_s``, all threads) and
+its math-verify grading children (``client_grader_cpu_s``), and the server processes' CPU
+(vLLM's API server and its engine core apart): with 2 cores, CPU burnt anywhere but the
+engine is CPU the model does not get. Each cap's ceiling runs again after its ratts rows
+(``ceiling_after``; ``--no-bracket`` skips it), so drift in the machine's speed shows.
 Results go to ``bench/results/real_throughput.json`` and a plot ``real_throughput.png``.
 
 Usage (vLLM takes both cores; hold the machine-wide lock for the whole run)::
@@ -52,6 +55,7 @@ import httpx
 from ratts.datasets import arithmetic_problems
 from ratts.endpoints.arithmetic import ArithmeticPRM
 from ratts.endpoints.policy import PolicyClient, merge_stops
+from ratts.grading.sandbox import sandbox
 from ratts.orchestrator import Orchestrator
 from ratts.settings import PolicySpec, PRMSpec
 from ratts.types import Problem, StrategyParams
@@ -98,11 +102,12 @@ VLLM_COUNTERS = {
 Counters = Callable[[], dict[str, float]]
 
 
-def process_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) of server process ``pid`` (vLLM's API server: HTTP,
-    detokenising, streaming) and of all its descendants (vLLM's engine core: the model's
-    steps), from /proc. On 2 cores every CPU-second spent elsewhere is one the engine
-    does not get."""
+def tree_cpu(pid: int, *, besides: int | None = None) -> tuple[float, float]:
+    """CPU seconds (user + system) of process ``pid`` and of all its descendants but
+    ``besides`` and its own, from /proc. For vLLM: its API server (HTTP, detokenising,
+    streaming), then its engine core (the model's steps); for this client: itself, then its
+    math-verify grading children (the server it started left out). On 2 cores every
+    CPU-second spent outside the engine is one the engine does not get."""
     ticks = os.sysconf("SC_CLK_TCK")
     parent: dict[int, int] = {}
     cpu: dict[int, float] = {}
@@ -116,16 +121,13 @@ def process_cpu(pid: int) -> dict[str, float]:
         cpu[proc] = (int(fields[11]) + int(fields[12])) / ticks
 
     def under(proc: int) -> bool:
-        while proc > 1:
+        while proc > 1 and proc != besides:
             proc = parent.get(proc, 0)
             if proc == pid:
                 return True
         return False
 
-    return {
-        "server_frontend_cpu_s": cpu.get(pid, 0.0),
-        "server_engine_cpu_s": sum(v for proc, v in cpu.items() if under(proc)),
-    }
+    return cpu.get(pid, 0.0), sum(v for proc, v in cpu.items() if under(proc))
 
 
 def vllm_counters(root: str) -> dict[str, float]:
@@ -180,7 +182,8 @@ class SlotMeter:
 
 class Clock:
     """What a row spent inside its ``with``: wall seconds, this process's CPU seconds (all
-    its threads: the event loop, the DB thread, grading) and the server's counters."""
+    its threads: the event loop, the DB thread, grading) and the counters (the server's,
+    and the CPU of its math-verify children)."""
 
     def __init__(self, counters: Counters) -> None:
         self._counters = counters
@@ -318,7 +321,8 @@ def run_rows(
                 f"cap {cap:>3} {name:<18} {wall:7.1f}s {int(tokens):>7} tok "
                 f"{tps:7.1f} tok/s  {tps / ceiling_tps:5.2f} of ceiling  "
                 f"{int(fresh):>7} fresh prompt tok  slots {extra['client_slot_use']:.2f} busy  "
-                f"client cpu {clock.client_cpu_s:5.2f}s",
+                f"client cpu {clock.client_cpu_s:5.2f}s "
+                f"(+{spent['client_grader_cpu_s']:.2f}s grading)",
                 flush=True,
             )
         if bracket:
@@ -348,7 +352,13 @@ def real_server() -> Iterator[tuple[Counters, Callable[[int], PolicySpec]]]:
             return base.model_copy(update={"max_concurrency": cap})
 
         def counters() -> dict[str, float]:
-            return {**vllm_counters(root), **process_cpu(info.pid)}
+            frontend, engine = tree_cpu(info.pid)
+            return {
+                **vllm_counters(root),
+                "server_frontend_cpu_s": frontend,
+                "server_engine_cpu_s": engine,
+                "client_grader_cpu_s": tree_cpu(os.getpid(), besides=info.pid)[1],
+            }
 
         yield counters, spec_for
     finally:
@@ -371,7 +381,11 @@ def sim_server() -> Iterator[tuple[Counters, Callable[[int], PolicySpec]]]:
             return PolicySpec(name=MODEL, base_url=sim.v1_url, model=MODEL, max_concurrency=cap)
 
         def counters() -> dict[str, float]:
-            return {**sim_counters(sim.url), "server_cpu_s": sim.cpu_seconds() or 0.0}
+            return {
+                **sim_counters(sim.url),
+                "server_cpu_s": sim.cpu_seconds() or 0.0,
+                "client_grader_cpu_s": tree_cpu(os.getpid(), besides=sim.proc.pid)[1],
+            }
 
         yield counters, spec_for
 
@@ -404,7 +418,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--problems", type=int, default=10)
+    ap.add_argument("--problems", type=int, default=20)
     ap.add_argument("--caps", default="8,32", help="caps on sequences in flight")
     ap.add_argument("--seed", type=int, default=7, help="problem generator seed")
     ap.add_argument("--sim", action="store_true", help="the simulator instead of vLLM")
@@ -419,6 +433,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     caps = [int(c) for c in args.caps.split(",")]
     problems = arithmetic_problems(args.problems, seed=args.seed)
     server = sim_server() if args.sim else real_server()
+    # Set-up, as the store's migration is: math-verify's children (which ratts starts on
+    # the first answer that needs a symbolic check, ~1.5 CPU-s each) start now rather than
+    # inside whichever row first meets such an answer.
+    sandbox().warm_up(sandbox().max_workers)
     started = time.time()
     with server as (counters, spec_for):
         rows = run_rows(counters, problems, caps, spec_for, bracket=args.bracket)
