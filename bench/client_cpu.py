@@ -12,7 +12,9 @@ as JSON) go to ``ratts sim serve`` in its own process, at the same concurrency, 
 Each mode runs ``--rounds`` times, interleaved (A B C A B C ...) so drift on a shared machine
 hits all of them alike; the figure is this process's CPU seconds (``resource.getrusage``,
 user + system) per request, median over rounds. The server's CPU is its own process's and
-is not counted. Target: ratts <= 1.5x the cheaper bare loop.
+is not counted. Target: ratts <= 1.5x the cheaper bare loop. Rounds are short (a fraction
+of a CPU-second for the aiohttp modes), so a single round moves by a third on a shared
+machine; five rounds of 2000 requests keep the median steady.
 
 Usage: ``.venv/bin/python bench/client_cpu.py`` (about a minute on 2 cores).
 """
@@ -147,8 +149,8 @@ def measure(sim: SimProcess, mode: str, count: int, concurrency: int, n: int) ->
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=1000, help="requests per mode per round")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=2000, help="requests per mode per round")
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--concurrency", type=int, default=16, help="HTTP requests in flight")
     ap.add_argument("-n", type=int, default=4, help="choices per request")
     ap.add_argument("--out", type=Path, default=OUT / "client_cpu.json")

@@ -8,8 +8,10 @@ same generated arithmetic problems for every row, and for each cap on sequences 
   problem's N samples, one request each): the most a client can get out of the server under
   that cap;
 - ratts ``majority@N``, ``best_of_n@N`` (ArithmeticPRM), ``beam_search(N, M)`` and
-  ``dvts(N, M)``, every problem in flight at once through ONE ``PolicyClient`` whose limit
-  is the cap (``max_concurrency`` counts sequences; admission is FIFO and work-conserving).
+  ``dvts(N, M)`` through the served path: ``Orchestrator.solve_many`` with the strategy
+  forced, every problem in flight at once, graded and logged to a fresh SQLite file, on ONE
+  ``PolicyClient`` whose limit is the cap (``max_concurrency`` counts sequences; admission
+  is FIFO and work-conserving).
 
 Completion tokens are the server's own count (``vllm:generation_tokens_total`` in
 ``/metrics``, before and after each row); tokens/s = completion tokens / wall seconds; the
@@ -17,7 +19,12 @@ figure of merit is each row's ratio to the ceiling's tokens/s at the same cap. W
 time went, per row: the server's prompt tokens and how many of them its prefix cache served
 (``fresh`` = prompt - cached is what it really prefilled), its summed per-request prefill,
 decode and queue seconds, and the client's mean share of the cap in flight
-(``client_slot_use``: near 1 with few tokens/s means the server, not the client, is slow).
+(``client_slot_use``: near 1 with few tokens/s means the server, not the client, is slow),
+the CPU seconds this client process spent on the row (``client_cpu_s``, all threads) and
+its math-verify grading children (``client_grader_cpu_s``), and the server processes' CPU
+(vLLM's API server and its engine core apart): with 2 cores, CPU burnt anywhere but the
+engine is CPU the model does not get. Each cap's ceiling runs again after its ratts rows
+(``ceiling_after``; ``--no-bracket`` skips it), so drift in the machine's speed shows.
 Results go to ``bench/results/real_throughput.json`` and a plot ``real_throughput.png``.
 
 Usage (vLLM takes both cores; hold the machine-wide lock for the whole run)::
@@ -33,7 +40,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -46,8 +55,9 @@ import httpx
 from ratts.datasets import arithmetic_problems
 from ratts.endpoints.arithmetic import ArithmeticPRM
 from ratts.endpoints.policy import PolicyClient, merge_stops
+from ratts.grading.sandbox import sandbox
+from ratts.orchestrator import Orchestrator
 from ratts.settings import PolicySpec, PRMSpec
-from ratts.strategies import get_strategy
 from ratts.types import Problem, StrategyParams
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -87,6 +97,37 @@ VLLM_COUNTERS = {
     "server_queue_s": "vllm:request_queue_time_seconds_sum",
     "server_requests": "vllm:request_success_total",
 }
+
+
+Counters = Callable[[], dict[str, float]]
+
+
+def tree_cpu(pid: int, *, besides: int | None = None) -> tuple[float, float]:
+    """CPU seconds (user + system) of process ``pid`` and of all its descendants but
+    ``besides`` and its own, from /proc. For vLLM: its API server (HTTP, detokenising,
+    streaming), then its engine core (the model's steps); for this client: itself, then its
+    math-verify grading children (the server it started left out). On 2 cores every
+    CPU-second spent outside the engine is one the engine does not get."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a process that ended while we looked
+        proc = int(stat.parent.name)
+        parent[proc] = int(fields[1])
+        cpu[proc] = (int(fields[11]) + int(fields[12])) / ticks
+
+    def under(proc: int) -> bool:
+        while proc > 1 and proc != besides:
+            proc = parent.get(proc, 0)
+            if proc == pid:
+                return True
+        return False
+
+    return cpu.get(pid, 0.0), sum(v for proc, v in cpu.items() if under(proc))
 
 
 def vllm_counters(root: str) -> dict[str, float]:
@@ -139,7 +180,33 @@ class SlotMeter:
 # ---------------------------------------------------------------- the rows
 
 
-async def ceiling(spec: PolicySpec, problems: Sequence[Problem], cap: int) -> dict[str, Any]:
+class Clock:
+    """What a row spent inside its ``with``: wall seconds, this process's CPU seconds (all
+    its threads: the event loop, the DB thread, grading) and the counters (the server's,
+    and the CPU of its math-verify children)."""
+
+    def __init__(self, counters: Counters) -> None:
+        self._counters = counters
+        self.wall_s = 0.0
+        self.client_cpu_s = 0.0
+        self.spent: dict[str, float] = {}
+
+    def __enter__(self) -> Clock:
+        self._before = self._counters()
+        self._cpu = time.process_time()
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.wall_s = time.perf_counter() - self._start
+        self.client_cpu_s = time.process_time() - self._cpu
+        after = self._counters()
+        self.spent = {k: after[k] - self._before[k] for k in after}
+
+
+async def ceiling(
+    spec: PolicySpec, problems: Sequence[Problem], cap: int, clock: Clock
+) -> dict[str, Any]:
     """``cap`` workers, each sending single-sample requests until N per problem are done."""
     client = PolicyClient(spec)  # only for its prompt template
     prompts = [client.prompt(p.question) for p in problems for _ in range(N)]
@@ -166,74 +233,104 @@ async def ceiling(spec: PolicySpec, problems: Sequence[Problem], cap: int) -> di
                     await resp.read()
                 busy[0] -= 1
 
-        with SlotMeter(lambda: busy[0]) as meter:
+        with clock, SlotMeter(lambda: busy[0]) as meter:
             await asyncio.gather(*(worker() for _ in range(cap)))
     return {"http_requests": len(prompts), "client_slot_use": round(meter.mean() / cap, 3)}
 
 
-async def ratts_row(spec: PolicySpec, problems: Sequence[Problem], strategy: str) -> dict[str, Any]:
-    impl = get_strategy(strategy)
-    prm = ArithmeticPRM(PRMSpec(name="arith", kind="arithmetic")) if impl.needs_prm else None
-    p = params()
-    async with PolicyClient(spec) as policy:
-        with SlotMeter(lambda: policy.sequences_in_flight) as meter:
-            outcomes = await asyncio.gather(*(impl.run(pr, policy, prm, p) for pr in problems))
+async def ratts_row(
+    spec: PolicySpec, problems: Sequence[Problem], strategy: str, clock: Clock
+) -> dict[str, Any]:
+    """The served path: ``Orchestrator.solve_many`` with the strategy forced, every problem
+    in flight at once, graded and logged to a fresh SQLite file, as ``ratts solve`` and
+    ``ratts sweep`` run a config (a bench that called the strategy directly would skip the
+    watch, the grading and the store that users get)."""
+    policy = PolicyClient(spec)
+    prm = ArithmeticPRM(PRMSpec(name="arith", kind="arithmetic"))
+    with tempfile.TemporaryDirectory(prefix="ratts-bench-") as tmp:
+        db_url = f"sqlite:///{Path(tmp) / 'runs.db'}"
+        async with policy, Orchestrator(policies=[policy], prms=[prm], store=db_url) as orch:
+            await orch.start()  # the store's migration is set-up, not the row's work
+            with clock, SlotMeter(lambda: policy.sequences_in_flight) as meter:
+                results = await orch.solve_many(
+                    problems, concurrency=len(problems), strategy=strategy, params=params()
+                )
     return {
-        "http_requests": sum(o.usage.policy_requests for o in outcomes),
-        "client_completion_tokens": sum(o.usage.policy_completion_tokens for o in outcomes),
+        "http_requests": sum(r.usage.policy_requests for r in results),
+        "client_completion_tokens": sum(r.usage.policy_completion_tokens for r in results),
+        "correct": sum(bool(r.correct) for r in results),
         "client_slot_use": round(meter.mean() / spec.max_concurrency, 3),
     }
 
 
+STRATEGIES = ("majority", "best_of_n", "beam_search", "dvts")
+
+
+def row_name(label: str) -> str:
+    if label.startswith("ceiling"):
+        return label
+    return {"majority": f"majority@{N}", "best_of_n": f"best_of_n@{N}"}.get(
+        label, f"{label}({N},{M})"
+    )
+
+
 def run_rows(
-    base_url: str,
-    root: str,
-    counters: Callable[[str], dict[str, float]],
+    counters: Counters,
     problems: Sequence[Problem],
     caps: Sequence[int],
     spec_for: Callable[[int], PolicySpec],
+    *,
+    bracket: bool = True,
 ) -> list[dict[str, Any]]:
+    """Per cap: the ceiling, the ratts rows, and (``bracket``) the ceiling again, so drift
+    of the machine's speed during the rows shows. ``ratio_to_ceiling`` is to the ceiling
+    measured first; ``ratio_to_ceiling_after`` to the one measured last."""
     rows: list[dict[str, Any]] = []
+    labels = ("ceiling", *STRATEGIES, *(("ceiling_after",) if bracket else ()))
     for cap in caps:
         spec = spec_for(cap)
-        ceiling_tps: float | None = None
-        for label in ("ceiling", "majority", "best_of_n", "beam_search", "dvts"):
-            before = counters(root)
-            start = time.perf_counter()
-            if label == "ceiling":
-                extra = asyncio.run(ceiling(spec, problems, cap))
+        ceiling_tps = 0.0
+        at_cap: list[dict[str, Any]] = []
+        for label in labels:
+            clock = Clock(counters)
+            if label.startswith("ceiling"):
+                extra = asyncio.run(ceiling(spec, problems, cap, clock))
             else:
-                extra = asyncio.run(ratts_row(spec, problems, label))
-            wall = time.perf_counter() - start
-            after = counters(root)
-            spent = {k: after[k] - before[k] for k in after}
-            c0, c1 = before["completion_tokens"], after["completion_tokens"]
-            tps = (c1 - c0) / wall
+                extra = asyncio.run(ratts_row(spec, problems, label, clock))
+            wall, spent = clock.wall_s, clock.spent
+            tokens = spent["completion_tokens"]
+            tps = tokens / wall
             if label == "ceiling":
                 ceiling_tps = tps
-            assert ceiling_tps is not None
-            name = {"majority": f"majority@{N}", "best_of_n": f"best_of_n@{N}"}.get(
-                label, label if label == "ceiling" else f"{label}({N},{M})"
-            )
+            name = row_name(label)
             row = {
                 "cap": cap,
                 "row": name,
-                "strategy": label,
+                "strategy": "ceiling" if label.startswith("ceiling") else label,
                 "wall_s": round(wall, 2),
+                "client_cpu_s": round(clock.client_cpu_s, 2),
                 **{k: round(v, 2) if k.endswith("_s") else int(v) for k, v in spent.items()},
                 "completion_tokens_per_s": round(tps, 2),
                 "ratio_to_ceiling": round(tps / ceiling_tps, 3),
                 "target": TARGETS.get(label),
                 **extra,
             }
-            rows.append(row)
+            at_cap.append(row)
             fresh = spent["prompt_tokens"] - spent["cached_prompt_tokens"]
             print(
-                f"cap {cap:>3} {name:<18} {wall:7.1f}s {int(c1 - c0):>7} tok "
+                f"cap {cap:>3} {name:<18} {wall:7.1f}s {int(tokens):>7} tok "
                 f"{tps:7.1f} tok/s  {tps / ceiling_tps:5.2f} of ceiling  "
-                f"{int(fresh):>7} fresh prompt tok  slots {extra['client_slot_use']:.2f} busy",
+                f"{int(fresh):>7} fresh prompt tok  slots {extra['client_slot_use']:.2f} busy  "
+                f"client cpu {clock.client_cpu_s:5.2f}s "
+                f"(+{spent['client_grader_cpu_s']:.2f}s grading)",
                 flush=True,
             )
+        if bracket:
+            after = at_cap[-1]["completion_tokens_per_s"]
+            for row in at_cap:
+                row["ratio_to_ceiling_after"] = round(row["completion_tokens_per_s"] / after, 3)
+            print(f"cap {cap:>3} ceiling after / before: {after / ceiling_tps:.3f}", flush=True)
+        rows += at_cap
     return rows
 
 
@@ -241,7 +338,7 @@ def run_rows(
 
 
 @contextmanager
-def real_server() -> Iterator[tuple[str, str, Callable[[int], PolicySpec]]]:
+def real_server() -> Iterator[tuple[Counters, Callable[[int], PolicySpec]]]:
     from ratts.local import policy_spec, prepare, start_server, stop_server
     from ratts.local.serve import free_port
 
@@ -254,13 +351,22 @@ def real_server() -> Iterator[tuple[str, str, Callable[[int], PolicySpec]]]:
         def spec_for(cap: int) -> PolicySpec:
             return base.model_copy(update={"max_concurrency": cap})
 
-        yield base.base_url, root, spec_for
+        def counters() -> dict[str, float]:
+            frontend, engine = tree_cpu(info.pid)
+            return {
+                **vllm_counters(root),
+                "server_frontend_cpu_s": frontend,
+                "server_engine_cpu_s": engine,
+                "client_grader_cpu_s": tree_cpu(os.getpid(), besides=info.pid)[1],
+            }
+
+        yield counters, spec_for
     finally:
         stop_server(MODEL)
 
 
 @contextmanager
-def sim_server() -> Iterator[tuple[str, str, Callable[[int], PolicySpec]]]:
+def sim_server() -> Iterator[tuple[Counters, Callable[[int], PolicySpec]]]:
     from simproc import simulator
 
     from ratts.sim import Capacity, SimConfig, SimPolicy
@@ -274,7 +380,14 @@ def sim_server() -> Iterator[tuple[str, str, Callable[[int], PolicySpec]]]:
         def spec_for(cap: int) -> PolicySpec:
             return PolicySpec(name=MODEL, base_url=sim.v1_url, model=MODEL, max_concurrency=cap)
 
-        yield sim.v1_url, sim.url, spec_for
+        def counters() -> dict[str, float]:
+            return {
+                **sim_counters(sim.url),
+                "server_cpu_s": sim.cpu_seconds() or 0.0,
+                "client_grader_cpu_s": tree_cpu(os.getpid(), besides=sim.proc.pid)[1],
+            }
+
+        yield counters, spec_for
 
 
 def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
@@ -305,19 +418,28 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--problems", type=int, default=10)
+    ap.add_argument("--problems", type=int, default=20)
     ap.add_argument("--caps", default="8,32", help="caps on sequences in flight")
     ap.add_argument("--seed", type=int, default=7, help="problem generator seed")
     ap.add_argument("--sim", action="store_true", help="the simulator instead of vLLM")
+    ap.add_argument(
+        "--no-bracket",
+        dest="bracket",
+        action="store_false",
+        help="skip the second ceiling run after each cap's ratts rows",
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     caps = [int(c) for c in args.caps.split(",")]
     problems = arithmetic_problems(args.problems, seed=args.seed)
     server = sim_server() if args.sim else real_server()
-    counters = sim_counters if args.sim else vllm_counters
+    # Set-up, as the store's migration is: math-verify's children (which ratts starts on
+    # the first answer that needs a symbolic check, ~1.5 CPU-s each) start now rather than
+    # inside whichever row first meets such an answer.
+    sandbox().warm_up(sandbox().max_workers)
     started = time.time()
-    with server as (base_url, root, spec_for):
-        rows = run_rows(base_url, root, counters, problems, caps, spec_for)
+    with server as (counters, spec_for):
+        rows = run_rows(counters, problems, caps, spec_for, bracket=args.bracket)
     result = {
         "bench": "real_throughput",
         "simulated": args.sim,
@@ -331,6 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "max_step_tokens": MAX_STEP_TOKENS,
         "max_steps": MAX_STEPS,
         "caps": caps,
+        "bracketed": args.bracket,
         "rows": rows,
         "total_wall_s": round(time.time() - started, 1),
         "python": platform.python_version(),

@@ -161,6 +161,25 @@ async def test_prm_protocol() -> None:
     await prm.aclose()
 
 
+async def test_a_growing_branch_reads_each_step_once() -> None:
+    """A tree search scores every candidate's whole prefix at each depth: the verdicts of
+    the steps it already read come from the cache, and the scores are what a fresh read
+    gives (the cache changes the cost, never a score)."""
+    prm = ArithmeticPRM()
+    steps = ["Tom has 17 * 3 = 51 apples.", "He eats 51 - 9 = 41.", "So 41 + 1 = 42 left."]
+    step_verdict.cache_clear()
+    first = await prm.score("How many?", [steps[:2]])
+    before = step_verdict.cache_info()
+    deeper = await prm.score("How many?", [steps, steps[:2]])
+    after = step_verdict.cache_info()
+    assert after.misses - before.misses == 1  # only the new third step was parsed
+    assert after.hits - before.hits == 4
+    assert deeper.scores[1] == first.scores[0]
+    assert deeper.scores[0] == [TRUE_SCORE, FALSE_SCORE, AFTER_ERROR_CAP]
+    fresh = [step_verdict.__wrapped__(s) for s in steps]
+    assert [step_verdict(s) for s in steps] == fresh == [True, False, True]
+
+
 async def test_scores_do_not_depend_on_the_question() -> None:
     prm = ArithmeticPRM()
     steps = [["3 + 4 = 7", "7 * 2 = 15", "so \\boxed{15}"]]

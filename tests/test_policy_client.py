@@ -394,3 +394,45 @@ async def test_gather_all_cancels_the_rest_on_first_failure() -> None:
     assert time.perf_counter() - start < 2.0
     assert await gather_all([fine(3), fine(1), fine(2)]) == [3, 1, 2]
     assert await gather_all([]) == []
+
+
+async def test_gather_all_of_one_awaitable_keeps_its_error_and_cancellation() -> None:
+    """One awaitable is awaited in place (no task): its result, its error, and cancelling
+    the caller cancels it, as with several."""
+
+    async def fine(value: int) -> int:
+        return value
+
+    async def boom() -> int:
+        raise ServerError("boom")
+
+    assert await gather_all([fine(7)]) == [7]
+    with pytest.raises(ServerError, match="boom"):
+        await gather_all([boom()])
+
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> int:
+        started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 1
+
+    caller = asyncio.ensure_future(gather_all([slow()]))
+    await started.wait()
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert cancelled.is_set()
+    inner = asyncio.ensure_future(slow())  # a task given to it is cancelled with the caller
+    started.clear()
+    cancelled.clear()
+    caller = asyncio.ensure_future(gather_all([inner]))
+    await started.wait()
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert inner.cancelled() and cancelled.is_set()

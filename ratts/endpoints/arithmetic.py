@@ -29,6 +29,7 @@ and at most ``MAX_CLAIMS`` claims are checked per step, so no input can blow up.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -370,8 +371,17 @@ def evaluate(expression: str) -> Fraction:
     return value
 
 
+#: distinct steps whose verdicts are remembered (a few MB at most: steps are short)
+VERDICT_CACHE = 16_384
+
+
+@functools.lru_cache(maxsize=VERDICT_CACHE)
 def step_verdict(step: str) -> bool | None:
-    """True if every claim holds, False if any fails, None if there is nothing to check."""
+    """True if every claim holds, False if any fails, None if there is nothing to check.
+
+    Remembered per step text: a verdict depends on the step alone, and a tree search
+    scores every candidate's whole prefix at each depth, so without the cache each step
+    would be parsed again at every later depth of its branch (and once per sibling)."""
     claims = find_claims(step)
     if not claims:
         return None
