@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from toy_strategy import Shortest
@@ -17,7 +16,7 @@ from ratts.orchestrator.sweep import collect_probes, run_sweep
 from ratts.router import Router, candidate_configs
 from ratts.router.candidates import DEFAULT_STRATEGIES
 from ratts.router.train import train_and_register
-from ratts.settings import PolicySpec, PRMSpec, Settings
+from ratts.settings import Settings
 from ratts.sim import SimServer, world
 from ratts.store import open_store
 from ratts.strategies import register_strategy, unregister_strategy
@@ -32,13 +31,8 @@ def _registered() -> Iterator[None]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, weak_policy_spec: PolicySpec, prm_spec: PRMSpec) -> Settings:
-    return Settings(
-        db_url=f"sqlite:///{tmp_path / 'runs.db'}",
-        data_dir=tmp_path / "data",
-        policies=[weak_policy_spec],
-        prms=[prm_spec],
-    )
+def settings(sim_settings: Settings) -> Settings:
+    return sim_settings
 
 
 def puzzle(i: int | str) -> str:
