@@ -56,10 +56,10 @@ from ratts.router.modes import PROBE, Mode
 from ratts.router.router import ProbeSpec, price_after_probe
 from ratts.router.splits import text_key
 from ratts.router.train import (
+    COST_FIELD,
     Record,
-    cross_fit_modes,
     default_probe,
-    fit_router,
+    fit_with_rules,
     probe_index,
     probe_spec_of,
     question_texts,
@@ -71,7 +71,6 @@ from ratts.strategies.reuse import remaining_fraction
 from ratts.types import Budget, RunConfig, StrategyParams
 
 Unit = Literal["tokens", "flops", "usd"]
-UNIT_FIELD = {"tokens": "tokens", "flops": "flops", "usd": "dollars"}
 BINS = (("easy", 0.5, 1.0), ("medium", 0.1, 0.5), ("hard", 0.0, 0.1))
 METHODS = (
     "router",
@@ -213,7 +212,7 @@ def _bin(rate: float) -> str:
 
 
 def _prepare(records: Sequence[Record], cfg: EvalConfig) -> _Data:
-    field_name = UNIT_FIELD[cfg.unit]
+    field_name = COST_FIELD[cfg.unit]
     runs, probes = split_probes(records)
     spec = cfg.probe or default_probe(probes)
     if spec is None:
@@ -302,9 +301,7 @@ def evaluate(records: Sequence[Record], cfg: EvalConfig | None = None) -> EvalRe
     # the served router: its models and its rules (probe / blind / fixed per lam),
     # fitted on the train problems exactly as ``ratts router train`` fits them
     params = {"random_state": cfg.seed, **(cfg.model_params or {})}
-    trained = fit_router(data.train_runs, data.spec, None, params)
-    tables = cross_fit_modes(data.train_runs, data.train_probes, data.spec, None, params)
-    trained.modes = {unit: table.as_dict() for unit, table in tables.items()}
+    trained, _ = fit_with_rules(data.train_runs, data.train_probes, data.spec, None, params)
     k = data.spec.k
     # priced as the served router prices them: the one pricing rule, probe reuse included
     listed = trained.cost_model().candidates(configs)
@@ -427,7 +424,7 @@ def _bin_tables(
 ) -> tuple[dict[str, NDArray[np.float64]], dict[str, NDArray[np.float64]]]:
     """Per difficulty bin: training accuracy and mean cost of each config (overall values
     stand in for a bin with no training runs of a config)."""
-    field_name = UNIT_FIELD[unit]
+    field_name = COST_FIELD[unit]
     index = {c.key(): j for j, c in enumerate(configs)}
     acc: dict[str, list[list[float]]] = {b: [[] for _ in configs] for b, _, _ in BINS}
     cost: dict[str, list[list[float]]] = {b: [[] for _ in configs] for b, _, _ in BINS}

@@ -264,30 +264,6 @@ class RouterModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             return np.zeros(0)
         return self.predict_proba([design_row(features, c) for c in configs])[:, 1]
 
-    def choose(
-        self,
-        features: Mapping[str, Any],
-        candidates: Sequence[CandidateConfig],
-        budget: Budget,
-        lam: float | None = None,
-        *,
-        unit: CostUnit | None = None,
-        epsilon: float = 0.0,
-        rng: random.Random | None = None,
-    ) -> Choice:
-        """The candidate with the highest predicted accuracy (or accuracy - lam x cost)
-        whose predicted cost fits ``budget``; the cheapest, flagged, when none fits."""
-        acc = self.predict_accuracy(features, [c.config for c in candidates])
-        return pick(
-            candidates,
-            [float(a) for a in acc],
-            budget,
-            lam=lam,
-            unit=unit,
-            epsilon=epsilon,
-            rng=rng,
-        )
-
 
 class TrainedRouter:
     """What a router artifact holds: the calibrated model, the configs it was trained on,
@@ -412,6 +388,8 @@ class TrainedRouter:
         budget: Budget,
         lam: float | None = None,
         *,
+        rule: Mode = PROBE,
+        candidates: Sequence[CandidateConfig] | None = None,
         settings: Settings | None = None,
         policy: str | None = None,
         prm: str | None = None,
@@ -419,13 +397,21 @@ class TrainedRouter:
         epsilon: float = 0.0,
         rng: random.Random | None = None,
     ) -> Choice:
-        """``RouterModel.choose`` over this router's own candidates."""
-        return self.model.choose(
-            features,
-            self.candidates(settings, policy=policy, prm=prm),
+        """The candidate (default: this router's own, costed) with the highest accuracy
+        under ``rule`` (or accuracy - lam x cost) whose predicted cost fits ``budget``; the
+        cheapest, flagged, when none fits. ``Router.choose`` decides through here."""
+        cands = (
+            list(candidates)
+            if candidates is not None
+            else self.candidates(settings, policy=policy, prm=prm)
+        )
+        return pick(
+            cands,
+            self.accuracies(rule, features, [c.config for c in cands]),
             budget,
-            lam,
+            lam=lam,
             unit=unit,
             epsilon=epsilon,
             rng=rng,
+            reason=f"highest predicted accuracy within budget ({rule} rule)",
         )

@@ -35,7 +35,6 @@ from ratts.router.candidates import (
     CostModel,
     CostUnit,
     candidate_configs,
-    pick,
     stepwise_left_out,
 )
 from ratts.router.coldstart import ColdStartRouter
@@ -316,6 +315,19 @@ class Router:
         weight = lam if lam is not None else self.lam
         return current.trained.mode_for(weight, unit or self.lam_unit)
 
+    def _rule_for(
+        self,
+        current: Current,
+        rule: Mode | None,
+        probe_result: ProbeResult | None,
+        lam: float | None = None,
+    ) -> Mode:
+        """The rule that decides: the one asked for, else ``probe`` after a probe, else the
+        router's ``rule`` at ``lam``."""
+        if rule is not None:
+            return rule
+        return PROBE if probe_result is not None else self.rule(current, lam)
+
     def candidates(
         self,
         current: Current,
@@ -365,17 +377,15 @@ class Router:
         if unit is None and weight is not None:
             unit = self.lam_unit
         if now.trained is not None:
-            mode = rule or (PROBE if probe_result is not None else self.rule(now, weight))
-            accuracy = now.trained.accuracies(mode, features, [c.config for c in cands])
-            choice = pick(
-                cands,
-                accuracy,
+            choice = now.trained.choose(
+                features,
                 limit,
-                lam=weight,
+                weight,
+                rule=self._rule_for(now, rule, probe_result, weight),
+                candidates=cands,
                 unit=unit,
                 epsilon=self.epsilon,
                 rng=self._rng,
-                reason=f"highest predicted accuracy within budget ({mode} rule)",
             )
             choice.router_version = now.version
             return choice
@@ -417,7 +427,7 @@ class Router:
                 f"{choice.config.label()}, is predicted over it ({over})"
             )
         left_out = stepwise_left_out(self.settings, [policy] if policy else None)
-        used = rule or (PROBE if probe_result is not None else self.rule(now))
+        used = self._rule_for(now, rule, probe_result)
         if choice.explored:
             reason = "exploration"
         else:

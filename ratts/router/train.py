@@ -24,7 +24,7 @@ from sklearn.model_selection import GroupKFold
 
 from ratts.errors import RouterError
 from ratts.router import ProbeSpec
-from ratts.router.candidates import CostModel, CostUnit, pick, record_config
+from ratts.router.candidates import CandidateConfig, CostModel, CostUnit, pick, record_config
 from ratts.router.features import ROUTING, text_features, without_meta
 from ratts.router.model import DEFAULT_NUMERIC, MIN_ROWS, RouterModel, TrainedRouter, design_row
 from ratts.router.modes import MODES, PROBE, ModeTable, paired_margins
@@ -305,7 +305,7 @@ def fit_router(
 
 MIN_MODE_PROBLEMS = 12  # complete problems (probe + every config) to cross-fit the rules
 MODE_FOLDS = 3
-COST_FIELD = {"tokens": "tokens", "flops": "flops", "usd": "dollars"}
+COST_FIELD = {"tokens": "tokens", "flops": "flops", "usd": "dollars"}  # unit -> record column
 
 
 def cross_fit_modes(
@@ -367,21 +367,23 @@ def cross_fit_modes(
         configs = [c.config for c in fresh]
         for i in test_idx:
             pid = complete[i]
-            features = cell[(pid, keys[0])]["features"]
+            runs = {k: cell[(pid, k)] for k in keys}
+            features = runs[keys[0]]["features"]
             for mode in MODES:
                 acc = fold.accuracies(mode, features, configs)
-                cands = after if mode == PROBE else fresh
+                probed = mode == PROBE
                 for unit in units:
-                    field = COST_FIELD[unit]
-                    probe_cost = float(index[pid].get(field) or 0.0) if mode == PROBE else 0.0
-                    row = []
-                    for lam in grids[unit]:
-                        key = pick(cands, acc, Budget(), lam=lam, unit=unit).config.key()
-                        run = cell[(pid, key)]
-                        part = share[key] if mode == PROBE else 1.0
-                        cost = probe_cost + float(run.get(field) or 0.0) * part
-                        row.append(float(bool(run["correct"])) - lam * cost)
-                    per[unit][mode].append(row)
+                    per[unit][mode].append(
+                        _realized_values(
+                            after if probed else fresh,
+                            acc,
+                            runs,
+                            unit,
+                            grids[unit],
+                            probe=index[pid] if probed else None,
+                            share=share if probed else None,
+                        )
+                    )
     return {
         unit: ModeTable(
             unit=unit,
@@ -392,6 +394,48 @@ def cross_fit_modes(
         )
         for unit in units
     }
+
+
+def _realized_values(
+    cands: Sequence[CandidateConfig],
+    accuracy: Sequence[float],
+    runs: Mapping[str, Record],
+    unit: CostUnit,
+    lams: Sequence[float],
+    *,
+    probe: Record | None,
+    share: Mapping[str, float] | None,
+) -> list[float]:
+    """For each lam, correct - lam x cost of the config ``pick`` chooses, read from the
+    problem's logged ``runs`` (config key -> run); with a ``probe``, its cost is added and
+    a reused config is charged its remaining ``share``."""
+    field = COST_FIELD[unit]
+    probe_cost = float(probe.get(field) or 0.0) if probe is not None else 0.0
+    out = []
+    for lam in lams:
+        key = pick(cands, accuracy, Budget(), lam=lam, unit=unit).config.key()
+        run = runs[key]
+        part = share[key] if share is not None else 1.0
+        cost = probe_cost + float(run.get(field) or 0.0) * part
+        out.append(float(bool(run["correct"])) - lam * cost)
+    return out
+
+
+def fit_with_rules(
+    graded: Sequence[Record],
+    probes: Sequence[Record],
+    spec: ProbeSpec | None,
+    settings: Settings | None,
+    params: Mapping[str, Any],
+    *,
+    select_modes: bool = True,
+) -> tuple[TrainedRouter, dict[str, ModeTable]]:
+    """``fit_router`` plus, with ``select_modes``, its cross-fitted rules in the artifact:
+    what ``ratts router train`` and ``ratts router eval`` both fit."""
+    router = fit_router(graded, spec, settings, params)
+    tables = cross_fit_modes(graded, probes, spec, settings, params) if select_modes else {}
+    router.modes = {unit: table.as_dict() for unit, table in tables.items()}
+    return router, tables
 
 
 def _rules_note(tables: Mapping[str, ModeTable], spec: ProbeSpec | None, select_modes: bool) -> Any:
@@ -445,11 +489,11 @@ def train_router(
             f"need at least {min_rows} graded runs to train the router, got {len(graded)}; "
             "log more runs (ratts sweep) and retry"
         )
-    router = fit_router(graded, spec, settings, params)
+    router, tables = fit_with_rules(
+        graded, probes, spec, settings, params, select_modes=select_modes
+    )
     configs = router.run_configs()
     labels = [bool(r["correct"]) for r in graded]
-    tables = cross_fit_modes(graded, probes, spec, settings, params) if select_modes else {}
-    router.modes = {unit: table.as_dict() for unit, table in tables.items()}
     problems = {r["problem_id"] for r in graded}
     metrics: dict[str, Any] = {
         "rows": len(graded),
