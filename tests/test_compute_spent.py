@@ -81,20 +81,11 @@ def test_cached_tokens_go_into_the_run_row(tmp_path: Path) -> None:
     assert row["policy_cached_tokens"] == 30 and row["policy_prompt_tokens"] == 50
 
 
-def _settings(tmp_path: Path, policy: PolicySpec, prm: PRMSpec) -> Settings:
-    return Settings(
-        db_url=f"sqlite:///{tmp_path / 'runs.db'}",
-        data_dir=tmp_path / "data",
-        policies=[policy],
-        prms=[prm],
-    )
-
-
 async def test_a_flops_budget_needs_the_prms_parameter_count(
-    tmp_path: Path, sim: Any, weak_policy_spec: PolicySpec
+    sim: Any, sim_settings: Settings
 ) -> None:
     unsized = PRMSpec(name="prm", kind="vllm_pooling", base_url=sim.base_url, model="sim-prm")
-    async with Orchestrator(_settings(tmp_path, weak_policy_spec, unsized)) as orch:
+    async with Orchestrator(sim_settings.model_copy(update={"prms": [unsized]})) as orch:
         with pytest.raises(ConfigError) as err:
             await orch.solve(QUESTION, budget=Budget(flops=1e15))
         assert str(err.value) == (
@@ -108,6 +99,6 @@ async def test_a_flops_budget_needs_the_prms_parameter_count(
         assert done.answer is not None
     assert sim.stats()["requests"].get("pooling", 0) == 0  # refused before any PRM call
     sized = unsized.model_copy(update={"params": 1.5e9})
-    async with Orchestrator(_settings(tmp_path, weak_policy_spec, sized)) as orch:
+    async with Orchestrator(sim_settings.model_copy(update={"prms": [sized]})) as orch:
         result = await orch.solve(QUESTION, budget=Budget(flops=1e15))
     assert result.answer is not None

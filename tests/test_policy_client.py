@@ -369,16 +369,19 @@ async def test_retry_after_is_honoured_and_missing_usage_estimated() -> None:
     assert result.usage.flops == pytest.approx(2 * 2.0 * 40)
 
 
-async def test_gather_all_cancels_the_rest_on_first_failure() -> None:
-    cancelled = asyncio.Event()
+async def _held(started: asyncio.Event, cancelled: asyncio.Event) -> int:
+    """Sleeps until cancelled, saying when it started and that it was cancelled."""
+    started.set()
+    try:
+        await asyncio.sleep(10)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+    return 1
 
-    async def slow() -> int:
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return 1
+
+async def test_gather_all_cancels_the_rest_on_first_failure() -> None:
+    started, cancelled = asyncio.Event(), asyncio.Event()
 
     async def boom() -> int:
         await asyncio.sleep(0.01)
@@ -389,7 +392,7 @@ async def test_gather_all_cancels_the_rest_on_first_failure() -> None:
 
     start = time.perf_counter()
     with pytest.raises(ServerError, match="boom"):
-        await gather_all([slow(), boom()])
+        await gather_all([_held(started, cancelled), boom()])
     assert cancelled.is_set()
     assert time.perf_counter() - start < 2.0
     assert await gather_all([fine(3), fine(1), fine(2)]) == [3, 1, 2]
@@ -411,25 +414,16 @@ async def test_gather_all_of_one_awaitable_keeps_its_error_and_cancellation() ->
         await gather_all([boom()])
 
     started, cancelled = asyncio.Event(), asyncio.Event()
-
-    async def slow() -> int:
-        started.set()
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return 1
-
-    caller = asyncio.ensure_future(gather_all([slow()]))
+    caller = asyncio.ensure_future(gather_all([_held(started, cancelled)]))
     await started.wait()
     caller.cancel()
     with pytest.raises(asyncio.CancelledError):
         await caller
     assert cancelled.is_set()
-    inner = asyncio.ensure_future(slow())  # a task given to it is cancelled with the caller
+    # a task given to it is cancelled with the caller
     started.clear()
     cancelled.clear()
+    inner = asyncio.ensure_future(_held(started, cancelled))
     caller = asyncio.ensure_future(gather_all([inner]))
     await started.wait()
     caller.cancel()
