@@ -23,8 +23,9 @@ decode and queue seconds, and the client's mean share of the cap in flight
 the CPU seconds this client process spent on the row (``client_cpu_s``, all threads) and
 its math-verify grading children (``client_grader_cpu_s``), and the server processes' CPU
 (vLLM's API server and its engine core apart): with 2 cores, CPU burnt anywhere but the
-engine is CPU the model does not get. Each cap's ceiling runs again after its ratts rows
-(``ceiling_after``; ``--no-bracket`` skips it), so drift in the machine's speed shows.
+engine is CPU the model does not get. The ceiling runs before and after every ratts row
+(``ceiling_0`` ... ``ceiling_4`` per cap) and a row's ratio is to the mean of the two
+beside it, so drift in the machine's speed during the run cancels out of the ratio.
 Results go to ``bench/results/real_throughput.json`` and a plot ``real_throughput.png``.
 
 Usage (vLLM takes both cores; hold the machine-wide lock for the whole run)::
@@ -279,58 +280,60 @@ def run_rows(
     problems: Sequence[Problem],
     caps: Sequence[int],
     spec_for: Callable[[int], PolicySpec],
-    *,
-    bracket: bool = True,
 ) -> list[dict[str, Any]]:
-    """Per cap: the ceiling, the ratts rows, and (``bracket``) the ceiling again, so drift
-    of the machine's speed during the rows shows. ``ratio_to_ceiling`` is to the ceiling
-    measured first; ``ratio_to_ceiling_after`` to the one measured last."""
+    """Per cap: the ceiling before and after every ratts row (``ceiling``, row, ``ceiling``,
+    row, ..., ``ceiling``). A row's ratio is to the mean of the two ceilings beside it, so
+    drift in the machine's speed over the run (a ceiling measured once at the start was
+    seen 9% off the one at the end) lands on both sides of the ratio alike."""
     rows: list[dict[str, Any]] = []
-    labels = ("ceiling", *STRATEGIES, *(("ceiling_after",) if bracket else ()))
     for cap in caps:
         spec = spec_for(cap)
-        ceiling_tps = 0.0
+        ceilings: list[dict[str, Any]] = []
         at_cap: list[dict[str, Any]] = []
-        for label in labels:
+        for label in ("ceiling", *(x for s in STRATEGIES for x in (s, "ceiling"))):
             clock = Clock(counters)
-            if label.startswith("ceiling"):
+            if label == "ceiling":
                 extra = asyncio.run(ceiling(spec, problems, cap, clock))
             else:
                 extra = asyncio.run(ratts_row(spec, problems, label, clock))
             wall, spent = clock.wall_s, clock.spent
             tokens = spent["completion_tokens"]
-            tps = tokens / wall
-            if label == "ceiling":
-                ceiling_tps = tps
-            name = row_name(label)
             row = {
                 "cap": cap,
-                "row": name,
-                "strategy": "ceiling" if label.startswith("ceiling") else label,
+                "row": row_name(label),
+                "strategy": label,
                 "wall_s": round(wall, 2),
                 "client_cpu_s": round(clock.client_cpu_s, 2),
                 **{k: round(v, 2) if k.endswith("_s") else int(v) for k, v in spent.items()},
-                "completion_tokens_per_s": round(tps, 2),
-                "ratio_to_ceiling": round(tps / ceiling_tps, 3),
+                "completion_tokens_per_s": round(tokens / wall, 2),
                 "target": TARGETS.get(label),
                 **extra,
             }
-            at_cap.append(row)
+            (ceilings if label == "ceiling" else at_cap).append(row)
             fresh = spent["prompt_tokens"] - spent["cached_prompt_tokens"]
             print(
-                f"cap {cap:>3} {name:<18} {wall:7.1f}s {int(tokens):>7} tok "
-                f"{tps:7.1f} tok/s  {tps / ceiling_tps:5.2f} of ceiling  "
-                f"{int(fresh):>7} fresh prompt tok  slots {extra['client_slot_use']:.2f} busy  "
+                f"cap {cap:>3} {row['row']:<18} {wall:7.1f}s {int(tokens):>7} tok "
+                f"{tokens / wall:7.1f} tok/s  {int(fresh):>7} fresh prompt tok  "
+                f"slots {extra['client_slot_use']:.2f} busy  "
                 f"client cpu {clock.client_cpu_s:5.2f}s "
                 f"(+{spent['client_grader_cpu_s']:.2f}s grading)",
                 flush=True,
             )
-        if bracket:
-            after = at_cap[-1]["completion_tokens_per_s"]
-            for row in at_cap:
-                row["ratio_to_ceiling_after"] = round(row["completion_tokens_per_s"] / after, 3)
-            print(f"cap {cap:>3} ceiling after / before: {after / ceiling_tps:.3f}", flush=True)
-        rows += at_cap
+        for i, row in enumerate(at_cap):
+            before, after = (ceilings[j]["completion_tokens_per_s"] for j in (i, i + 1))
+            row["ceiling_tokens_per_s"] = [before, after]
+            row["ratio_to_ceiling"] = round(
+                2 * row["completion_tokens_per_s"] / (before + after), 3
+            )
+            print(
+                f"cap {cap:>3} {row['row']:<18} {row['ratio_to_ceiling']:5.2f} of the ceiling "
+                f"(beside it: {before:.1f} and {after:.1f} tok/s)",
+                flush=True,
+            )
+        for i, row in enumerate(ceilings):
+            row["row"] = f"ceiling_{i}"
+        rows += [row for pair in zip(ceilings, at_cap, strict=False) for row in pair]
+        rows.append(ceilings[-1])
     return rows
 
 
@@ -397,7 +400,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     caps = sorted({r["cap"] for r in rows})
-    labels = [r["row"] for r in rows if r["cap"] == caps[0]]
+    labels = [r["row"] for r in rows if r["cap"] == caps[0] and "ratio_to_ceiling" in r]
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / len(caps)
     for k, cap in enumerate(caps):
@@ -422,12 +425,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--caps", default="8,32", help="caps on sequences in flight")
     ap.add_argument("--seed", type=int, default=7, help="problem generator seed")
     ap.add_argument("--sim", action="store_true", help="the simulator instead of vLLM")
-    ap.add_argument(
-        "--no-bracket",
-        dest="bracket",
-        action="store_false",
-        help="skip the second ceiling run after each cap's ratts rows",
-    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     caps = [int(c) for c in args.caps.split(",")]
@@ -439,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sandbox().warm_up(sandbox().max_workers)
     started = time.time()
     with server as (counters, spec_for):
-        rows = run_rows(counters, problems, caps, spec_for, bracket=args.bracket)
+        rows = run_rows(counters, problems, caps, spec_for)
     result = {
         "bench": "real_throughput",
         "simulated": args.sim,
@@ -453,7 +450,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "max_step_tokens": MAX_STEP_TOKENS,
         "max_steps": MAX_STEPS,
         "caps": caps,
-        "bracketed": args.bracket,
         "rows": rows,
         "total_wall_s": round(time.time() - started, 1),
         "python": platform.python_version(),
