@@ -26,7 +26,8 @@ its math-verify grading children (``client_grader_cpu_s``), and the server proce
 engine is CPU the model does not get. The ceiling runs before and after every ratts row
 (``ceiling_0`` ... ``ceiling_4`` per cap) and a row's ratio is to the mean of the two
 beside it, so drift in the machine's speed during the run cancels out of the ratio.
-Results go to ``bench/results/real_throughput.json`` and a plot ``real_throughput.png``.
+Results go to ``bench/results/real_throughput.json``, a plot ``real_throughput.png`` and
+the README's table ``real_throughput.md``.
 
 Usage (vLLM takes both cores; hold the machine-wide lock for the whole run)::
 
@@ -419,6 +420,46 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def verdict(row: dict[str, Any]) -> str:
+    target = row.get("target")
+    if target is None:
+        return "-"
+    return f"{target} met" if row["ratio_to_ceiling"] >= target else f"{target} **missed**"
+
+
+def markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The README's table: every row in the order it ran, the ceilings included."""
+    head = (
+        "| cap | row | wall s | completion tokens | tok/s | ratio to ceiling (ceilings beside it)"
+        " | target | fresh prompt tokens | HTTP requests | client slot use"
+        " | client CPU s (+ grading) | vLLM API server CPU s | engine cores |\n"
+        "|---:|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|\n"
+    )
+    lines = []
+    for r in rows:
+        if "ratio_to_ceiling" in r:
+            before, after = r["ceiling_tokens_per_s"]
+            ratio = f"**{r['ratio_to_ceiling']:.2f}** ({before:.1f}, {after:.1f})"
+        else:
+            ratio = "-"
+        fresh = r["prompt_tokens"] - r["cached_prompt_tokens"]
+        lines.append(
+            f"| {r['cap']} | {r['row']} | {r['wall_s']:.1f} | {r['completion_tokens']} "
+            f"| {r['completion_tokens_per_s']:.1f} | {ratio} | {verdict(r)} | {fresh} "
+            f"| {r['http_requests']} | {r['client_slot_use']:.2f} "
+            f"| {r['client_cpu_s']:.2f} (+{max(r['client_grader_cpu_s'], 0.0):.2f}) "
+            f"| {r['server_frontend_cpu_s']:.1f} "
+            f"| {r['server_engine_cpu_s'] / r['wall_s']:.2f} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def write_figures(rows: Sequence[dict[str, Any]], out: Path) -> None:
+    plot(rows, out.with_suffix(".png"))
+    out.with_suffix(".md").write_text(markdown(rows), encoding="utf-8")
+    print(f"wrote {out} and its .png and .md")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problems", type=int, default=20)
@@ -426,7 +467,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7, help="problem generator seed")
     ap.add_argument("--sim", action="store_true", help="the simulator instead of vLLM")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--render", type=Path, default=None, help="redraw the plot and table of a result JSON"
+    )
     args = ap.parse_args(argv)
+    if args.render is not None:
+        write_figures(json.loads(args.render.read_text())["rows"], args.render)
+        return 0
     caps = [int(c) for c in args.caps.split(",")]
     problems = arithmetic_problems(args.problems, seed=args.seed)
     server = sim_server() if args.sim else real_server()
@@ -461,8 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
-        plot(rows, out.with_suffix(".png"))
-        print(f"wrote {out} and {out.with_suffix('.png')}")
+        write_figures(rows, out)
     return 0
 
 
