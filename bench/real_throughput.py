@@ -269,8 +269,6 @@ STRATEGIES = ("majority", "best_of_n", "beam_search", "dvts")
 
 
 def row_name(label: str) -> str:
-    if label.startswith("ceiling"):
-        return label
     return {"majority": f"majority@{N}", "best_of_n": f"best_of_n@{N}"}.get(
         label, f"{label}({N},{M})"
     )
@@ -289,8 +287,7 @@ def run_rows(
     rows: list[dict[str, Any]] = []
     for cap in caps:
         spec = spec_for(cap)
-        ceilings: list[dict[str, Any]] = []
-        at_cap: list[dict[str, Any]] = []
+        ran: list[dict[str, Any]] = []  # in the order they ran
         for label in ("ceiling", *(x for s in STRATEGIES for x in (s, "ceiling"))):
             clock = Clock(counters)
             if label == "ceiling":
@@ -301,7 +298,7 @@ def run_rows(
             tokens = spent["completion_tokens"]
             row = {
                 "cap": cap,
-                "row": row_name(label),
+                "row": f"ceiling_{len(ran) // 2}" if label == "ceiling" else row_name(label),
                 "strategy": label,
                 "wall_s": round(wall, 2),
                 "client_cpu_s": round(clock.client_cpu_s, 2),
@@ -310,7 +307,7 @@ def run_rows(
                 "target": TARGETS.get(label),
                 **extra,
             }
-            (ceilings if label == "ceiling" else at_cap).append(row)
+            ran.append(row)
             fresh = spent["prompt_tokens"] - spent["cached_prompt_tokens"]
             print(
                 f"cap {cap:>3} {row['row']:<18} {wall:7.1f}s {int(tokens):>7} tok "
@@ -320,8 +317,12 @@ def run_rows(
                 f"(+{spent['client_grader_cpu_s']:.2f}s grading)",
                 flush=True,
             )
-        for i, row in enumerate(at_cap):
-            before, after = (ceilings[j]["completion_tokens_per_s"] for j in (i, i + 1))
+        for i in range(1, len(ran), 2):  # the ratts rows, each between two ceilings
+            row = ran[i]
+            before, after = (
+                ran[i - 1]["completion_tokens_per_s"],
+                ran[i + 1]["completion_tokens_per_s"],
+            )
             row["ceiling_tokens_per_s"] = [before, after]
             row["ratio_to_ceiling"] = round(
                 2 * row["completion_tokens_per_s"] / (before + after), 3
@@ -331,10 +332,7 @@ def run_rows(
                 f"(beside it: {before:.1f} and {after:.1f} tok/s)",
                 flush=True,
             )
-        for i, row in enumerate(ceilings):
-            row["row"] = f"ceiling_{i}"
-        rows += [row for pair in zip(ceilings, at_cap, strict=False) for row in pair]
-        rows.append(ceilings[-1])
+        rows += ran
     return rows
 
 
@@ -443,13 +441,17 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
         else:
             ratio = "-"
         fresh = r["prompt_tokens"] - r["cached_prompt_tokens"]
+        # vLLM's processes apart; the simulator (--sim) has one process, not shown here
+        frontend = f"{r['server_frontend_cpu_s']:.1f}" if "server_frontend_cpu_s" in r else "-"
+        engine = (
+            f"{r['server_engine_cpu_s'] / r['wall_s']:.2f}" if "server_engine_cpu_s" in r else "-"
+        )
         lines.append(
             f"| {r['cap']} | {r['row']} | {r['wall_s']:.1f} | {r['completion_tokens']} "
             f"| {r['completion_tokens_per_s']:.1f} | {ratio} | {verdict(r)} | {fresh} "
             f"| {r['http_requests']} | {r['client_slot_use']:.2f} "
-            f"| {r['client_cpu_s']:.2f} (+{max(r['client_grader_cpu_s'], 0.0):.2f}) "
-            f"| {r['server_frontend_cpu_s']:.1f} "
-            f"| {r['server_engine_cpu_s'] / r['wall_s']:.2f} |"
+            f"| {r['client_cpu_s']:.2f} ({r['client_grader_cpu_s']:+.2f}) "
+            f"| {frontend} | {engine} |"
         )
     return head + "\n".join(lines) + "\n"
 
