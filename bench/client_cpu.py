@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import platform
 import resource
@@ -38,6 +39,7 @@ import httpx
 from simproc import SimProcess, simulator
 
 from ratts.endpoints.policy import PolicyClient
+from ratts.endpoints.responses import StopReading, parse_completion
 from ratts.settings import PolicySpec
 from ratts.sim import SimConfig, SimPolicy
 
@@ -139,8 +141,54 @@ MODES: dict[str, Callable[[str, int, int, int], Awaitable[None]]] = {
 }
 
 
-def measure(sim: SimProcess, mode: str, count: int, concurrency: int, n: int) -> dict[str, float]:
-    fn = MODES[mode]
+# ``--layers``: ratts's stack cut at each layer (a diagnostic: these reach past the public
+# API on purpose), so the gap between the bare loop and ``ratts`` shows where it is.
+
+
+def _layer(
+    depth: str,
+) -> Callable[[str, int, int, int], Awaitable[None]]:
+    async def run(url: str, count: int, concurrency: int, n: int) -> None:
+        spec = PolicySpec(name=MODEL, base_url=url, model=MODEL, max_concurrency=concurrency * n)
+        async with PolicyClient(spec) as client:
+            http = client._pool.replicas[0].http
+            params = client._body(_prompt(0), n, STOP, 64, 0.8, 1.0, None)
+            reading = StopReading("auto", tuple(STOP))
+
+            async def one(i: int) -> None:
+                body = {**params, "prompt": _prompt(i)}
+                if depth == "http":
+                    got = len(
+                        json.loads(await http.post("/completions", _payload(i, n)))["choices"]
+                    )
+                elif depth == "parse":
+                    raw = json.loads(await http.post("/completions", _payload(i, n)))
+                    got = len(parse_completion(raw, n, reading, short_ok=True).choices)
+                elif depth == "attempt":
+                    got = len((await client._attempt(body, n, i, http)).choices)
+                elif depth == "pool_call":
+                    attempt = functools.partial(client._attempt, body, n, i)
+                    got = len((await client._pool.call(attempt, seqs=n)).value.choices)
+                else:  # "rounds": top-up rounds, the seeded split, the usage sums
+                    got = len((await client._complete(_prompt(i), body, n, i)).choices)
+                if got != n:
+                    raise RuntimeError("wrong choice count")
+
+            await _drive(count, concurrency, one)
+
+    return run
+
+
+LAYERS = {f"ratts-{d}": _layer(d) for d in ("http", "parse", "attempt", "pool_call", "rounds")}
+
+
+def measure(
+    sim: SimProcess,
+    fn: Callable[[str, int, int, int], Awaitable[None]],
+    count: int,
+    concurrency: int,
+    n: int,
+) -> dict[str, float]:
     cpu0, t0 = _cpu(), time.perf_counter()
     asyncio.run(fn(sim.v1_url, count, concurrency, n))
     wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
@@ -154,16 +202,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=16, help="HTTP requests in flight")
     ap.add_argument("-n", type=int, default=4, help="choices per request")
     ap.add_argument("--out", type=Path, default=OUT / "client_cpu.json")
+    ap.add_argument(
+        "--layers",
+        action="store_true",
+        help="also ratts's stack cut at each layer (JsonHttp, +parse, +attempt, +pool call, "
+        "+rounds), to see where its extra CPU is",
+    )
     args = ap.parse_args(argv)
+    modes = {**MODES, **(LAYERS if args.layers else {})}
 
     config = SimConfig(seed=0, policies={MODEL: SimPolicy(skill=0.5, params=1.5e9)})
-    runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+    runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
     with simulator(config) as sim:
-        for mode in MODES:  # warm-up: imports, connections, the server's caches
-            measure(sim, mode, min(100, args.requests), args.concurrency, args.n)
+        for fn in modes.values():  # warm-up: imports, connections, the server's caches
+            measure(sim, fn, min(100, args.requests), args.concurrency, args.n)
         for _ in range(args.rounds):
-            for mode in MODES:
-                runs[mode].append(measure(sim, mode, args.requests, args.concurrency, args.n))
+            for mode, fn in modes.items():
+                runs[mode].append(measure(sim, fn, args.requests, args.concurrency, args.n))
     median = {m: statistics.median(r["cpu_ms_per_request"] for r in rs) for m, rs in runs.items()}
     bare = min(median["bare-aiohttp"], median["bare-httpx"])
     ratio = median["ratts"] / bare
