@@ -159,10 +159,10 @@ def _layer(
                 body = {**params, "prompt": _prompt(i)}
                 if depth == "http":
                     got = len(
-                        json.loads(await http.post("/completions", _payload(i, n)))["choices"]
+                        json.loads(await http.request("/completions", _payload(i, n)))["choices"]
                     )
                 elif depth == "parse":
-                    raw = json.loads(await http.post("/completions", _payload(i, n)))
+                    raw = json.loads(await http.request("/completions", _payload(i, n)))
                     got = len(parse_completion(raw, n, reading, short_ok=True).choices)
                 elif depth == "attempt":
                     got = len((await client._attempt(body, n, i, http)).choices)

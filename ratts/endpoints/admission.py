@@ -70,6 +70,8 @@ class ReplicaSlots:
     def _pick(self, need: int, avoid: int | None) -> int | None:
         """The admitted replica with the most free slots (>= ``need``), ``avoid`` last;
         ties go round-robin, so a light load still reaches every replica."""
+        if len(self.frees) == 1:  # the common endpoint: no choice to make
+            return 0 if self.frees[0] >= need and self._admits(0) else None
         ready = [i for i, free in enumerate(self.frees) if free >= need and self._admits(i)]
         preferred = [i for i in ready if i != avoid] or ready
         if not preferred:
@@ -89,6 +91,15 @@ class ReplicaSlots:
             self._on_grant(replica)
         return replica, granted
 
+    def take_now(
+        self, want: int, *, exact: bool = False, avoid: int | None = None
+    ) -> tuple[int, int] | None:
+        """``take`` if it would not wait (nobody queued, the slots free); else None. The
+        hot path's way in: most takes are granted at once, and need no coroutine."""
+        if self._waiters:
+            return None
+        return self._take(max(1, min(want, self.capacity)), exact, avoid)
+
     async def take(
         self, want: int, *, exact: bool = False, avoid: int | None = None
     ) -> tuple[int, int]:
@@ -99,11 +110,10 @@ class ReplicaSlots:
         first in line. ``avoid``: a replica to use only if no other can serve (the one a
         retry just failed on). A waiter fails with whatever ``fail_waiters`` is given.
         """
+        got = self.take_now(want, exact=exact, avoid=avoid)
+        if got is not None:
+            return got
         want = max(1, min(want, self.capacity))
-        if not self._waiters:
-            got = self._take(want, exact, avoid)
-            if got is not None:
-                return got
         waiter = _Waiter(want, exact, avoid, asyncio.get_running_loop().create_future())
         self._waiters.append(waiter)
         try:

@@ -61,9 +61,13 @@ def env_proxy(url: str) -> str | None:
     return urllib.request.getproxies().get(parts.scheme)
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def encode(payload: dict[str, Any]) -> bytes:
-    """A JSON request body (compact; non-ASCII text kept as UTF-8, not escaped)."""
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    """A JSON request body (compact; non-ASCII text kept as UTF-8, not escaped). One
+    encoder for all: ``json.dumps`` with options builds a new one per call."""
+    return _ENCODER.encode(payload).encode()
 
 
 class JsonHttp:
@@ -101,18 +105,14 @@ class JsonHttp:
             self._loop = loop
         return self._session
 
-    async def post(self, path: str, payload: dict[str, Any]) -> bytes:
-        """POST ``payload`` to ``path`` under the base URL; the raw body of a 2xx answer."""
-        return await self._request("POST", path, encode(payload))
-
-    async def get(self, path: str) -> bytes:
-        """GET ``path`` under the base URL; the raw body of a 2xx answer."""
-        return await self._request("GET", path, None)
-
-    async def _request(self, method: str, path: str, data: bytes | None) -> bytes:
+    async def request(self, path: str, payload: dict[str, Any] | None = None) -> bytes:
+        """POST ``payload`` as JSON to ``path`` under the base URL (GET it when ``payload``
+        is None); the raw body of a 2xx answer. One method, not a post and a get over a
+        shared helper: every model call passes through it, one coroutine deep."""
         import aiohttp
 
         session = self._open()
+        method, data = ("GET", None) if payload is None else ("POST", encode(payload))
         try:
             async with session.request(method, self.base_url + path, data=data) as response:
                 body = await response.read()

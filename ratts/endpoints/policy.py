@@ -16,7 +16,7 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict, Unpack, runtime_checkable
 
@@ -65,7 +65,7 @@ class _NRejected(Exception):
     """The server answered 400 to a request with ``n`` > 1 (or a list of prompts)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Piece:
     """One admitted request: ``k`` choices of each prompt in ``members`` (their indexes in
     the caller's prompt list), and its parsed reply."""
@@ -233,6 +233,7 @@ class PolicyClient(AsyncClosing):
         self._window = ContextWindow(spec.context_tokens)
         self._context_asked = spec.context_tokens is not None
         self._context_lock = asyncio.Lock()  # concurrent first calls wait for one /models
+        self._readings: dict[tuple[str, ...], StopReading] = {}
 
     @property
     def name(self) -> str:
@@ -289,7 +290,7 @@ class PolicyClient(AsyncClosing):
             # straight to the first replica, outside the pool: optional knowledge must
             # neither spend retries nor count as "the endpoint answered" for outages
             http = self._pool.replicas[0].http
-            body = json.loads(await self._post(http, "/models", None))
+            body = json.loads(await http.request("/models"))
         except Exception as exc:  # optional knowledge: the completions call reports failures
             log.debug("policy %r: no context length from /models (%s)", self.name, exc)
             return
@@ -313,10 +314,11 @@ class PolicyClient(AsyncClosing):
         (the server's 400 "maximum context length") ends the branch: ``ended_choices``.
         """
         params = self._body(prompt, n, stop, max_tokens, temperature, top_p, logprobs)
-        await self._learn_context()
-        clipped = self._window.clip(prompt, max_tokens)
+        if not self._context_asked:
+            await self._learn_context()
+        clipped = params["max_tokens"] = self._window.clip(prompt, max_tokens)
         try:
-            return await self._complete(prompt, {**params, "max_tokens": clipped}, n, seed)
+            return await self._complete(prompt, params, n, seed)
         except _ContextExceeded as exc:
             retry = self._window.clip(prompt, max_tokens)  # the 400 may have told the context
             if retry < clipped:
@@ -332,16 +334,19 @@ class PolicyClient(AsyncClosing):
     ) -> CompletionResult:
         """One ``complete`` at a fixed ``max_tokens``, topping up short replies (raises
         _ContextExceeded)."""
-        replies: list[tuple[ParsedCompletion, float]] = []
+        replies: list[ParsedCompletion] = []
+        seconds = 0.0
         offset = 0  # seed offset of the next request, so no two requests share a seed
         missing = n
         for round_ in range(TOP_UP_ROUNDS + 1):
             if round_:
                 log.info("policy %r returned %d choices too few; asking again", self.name, missing)
-            got = await self._round(params, missing, seed, offset)
-            replies += got
-            offset += missing
-            missing -= sum(len(reply.choices) for reply, _ in got)
+            asked = missing
+            for timed in await self._round(params, asked, seed, offset):
+                replies.append(timed.value)
+                seconds += timed.seconds
+                missing -= len(timed.value.choices)
+            offset += asked
             if missing <= 0:
                 break
         else:
@@ -349,7 +354,7 @@ class PolicyClient(AsyncClosing):
                 f"policy {self.name!r} returned {n - missing} of {n} choices after "
                 f"{TOP_UP_ROUNDS} top-up requests"
             )
-        return self._result(prompt, [r for r, _ in replies], sum(s for _, s in replies))
+        return self._result(prompt, replies, seconds)
 
     def _body(
         self,
@@ -390,13 +395,13 @@ class PolicyClient(AsyncClosing):
 
     async def _round(
         self, params: dict[str, Any], n: int, seed: int | None, offset: int
-    ) -> list[tuple[ParsedCompletion, float]]:
+    ) -> list[Timed[ParsedCompletion]]:
         """``n`` choices in requests of at most ``max_n`` choices and the slots admitted (or
         one each without ``n``); seeds continue from ``offset``."""
         if n > 1 and self._n_supported:
             try:
                 pieces = await self._admitted(params, None, n, seed, offset)
-                return [(piece.timed.value, piece.timed.seconds) for piece in pieces]
+                return [piece.timed for piece in pieces]
             except _NRejected:
                 per = min(n, self.spec.max_n or n)
                 log.info(
@@ -410,15 +415,16 @@ class PolicyClient(AsyncClosing):
 
     async def _fan_out(
         self, params: dict[str, Any], n: int, seed: int | None, offset: int
-    ) -> list[tuple[ParsedCompletion, float]]:
+    ) -> list[Timed[ParsedCompletion]]:
         """``n`` concurrent single-choice requests (``seed + offset + i`` for request i)."""
-
-        async def one(i: int) -> tuple[ParsedCompletion, float]:
-            request_seed = None if seed is None else seed + offset + i
-            timed = await self._pool.call(functools.partial(self._attempt, params, 1, request_seed))
-            return timed.value, timed.seconds
-
-        return list(await gather_all([one(i) for i in range(n)]))
+        return await gather_all(
+            [
+                self._pool.call(
+                    functools.partial(self._attempt, params, 1, None if seed is None else seed + i)
+                )
+                for i in range(offset, offset + n)
+            ]
+        )
 
     async def _admitted(
         self,
@@ -438,19 +444,7 @@ class PolicyClient(AsyncClosing):
             # fixed offsets (max_n, or the whole limit), part o with seed + offset + o.
             cap = min(self._pool.slots.capacity, per)
             parts = [(o, min(cap, n - o)) for o in range(0, n, cap)]
-            leases = [Lease() for _ in parts]
-            timed = await gather_all(
-                [
-                    self._pool.call(
-                        functools.partial(
-                            self._attempt, params, k, seed + offset + o, strict_n=k > 1, lease=lease
-                        ),
-                        seqs=k,
-                        lease=lease,
-                    )
-                    for (o, k), lease in zip(parts, leases, strict=True)
-                ]
-            )
+            timed = await gather_all([self._part(params, k, seed + offset + o) for o, k in parts])
             return [_Piece([0], k, t) for (_, k), t in zip(parts, timed, strict=True)]
         texts = prompts
         count = 1 if texts is None else len(texts)
@@ -512,6 +506,14 @@ class PolicyClient(AsyncClosing):
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         return [_Piece(m, k, t) for (m, k), t in zip(pieces, timed, strict=True)]
+
+    def _part(
+        self, params: dict[str, Any], k: int, seed: int
+    ) -> Coroutine[Any, Any, Timed[ParsedCompletion]]:
+        """The pool call for one seeded part of a request: ``k`` choices from ``seed``."""
+        lease = Lease()
+        attempt = functools.partial(self._attempt, params, k, seed, strict_n=k > 1, lease=lease)
+        return self._pool.call(attempt, seqs=k, lease=lease)
 
     async def complete_many(
         self,
@@ -657,7 +659,7 @@ class PolicyClient(AsyncClosing):
                 await http.post_stream(path, payload, stream.feed)
                 body = stream.body()
             else:
-                raw = await self._post(http, path, payload)
+                raw = await http.request(path, payload)
         except HttpStatusError as exc:
             if exc.status == 400:
                 message = exc.body.decode("utf-8", "replace")
@@ -672,24 +674,28 @@ class PolicyClient(AsyncClosing):
                 body = json.loads(raw)
             except ValueError as exc:
                 raise MalformedResponse("body is not valid JSON", retryable=True) from exc
-        reading = StopReading(self.spec.dialect, tuple(params.get("stop") or ()))
-        return parse_completion(body, n * prompts, reading, chat=self._chat, short_ok=True)
+        return parse_completion(
+            body, n * prompts, self._reading(params.get("stop")), chat=self._chat, short_ok=True
+        )
 
-    async def _post(self, http: JsonHttp, path: str, payload: dict[str, Any] | None) -> bytes:
-        """POST a JSON body to ``path`` under a replica's base URL; the raw response body.
-        ``payload=None`` is a GET instead (only ``/models``, for the context length).
-
-        Every non-streamed HTTP request of a policy goes through here, so the HTTP stack
-        lives in one place (``JsonHttp``); its errors are classified by ``pool.classify``.
-        """
-        if payload is None:
-            return await http.get(path)
-        return await http.post(path, payload)
+    def _reading(self, stops: list[str] | None) -> StopReading:
+        """What the parser needs for a request with these stop strings (kept per stop list:
+        a client asks with a few lists, thousands of times)."""
+        key = tuple(stops or ())
+        reading = self._readings.get(key)
+        if reading is None:
+            if len(self._readings) >= 64:  # a caller with ever-new stop lists
+                self._readings.clear()
+            reading = self._readings[key] = StopReading(self.spec.dialect, key)
+        return reading
 
     def _result(
         self, prompt: str, replies: list[ParsedCompletion], seconds: float
     ) -> CompletionResult:
-        choices = [choice for reply in replies for choice in reply.choices]
+        if len(replies) == 1:
+            choices = replies[0].choices  # the usual one reply: its list, not a copy
+        else:
+            choices = [choice for reply in replies for choice in reply.choices]
         prompt_tokens = 0
         completion_tokens = 0
         cached_tokens = 0

@@ -84,7 +84,7 @@ class Failure:
     retry_after: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per request, and frozen init costs twice as much
 class Timed(Generic[T]):
     """A successful call's value and the HTTP seconds spent on it (all attempts)."""
 
@@ -315,8 +315,9 @@ class EndpointPool:
         avoid: int | None = None
         while True:
             if index is None:
+                got = self.set.take_now(seqs, exact=True, avoid=avoid)
                 try:
-                    index, _ = await self.set.take(seqs, exact=True, avoid=avoid)
+                    index, _ = got or await self.set.take(seqs, exact=True, avoid=avoid)
                 except OutageExpired:
                     raise self._outage_error(tries) from None
             replica = self.replicas[index]

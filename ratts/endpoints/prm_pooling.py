@@ -134,7 +134,7 @@ class VllmPoolingPRM(AsyncClosing):
         counts = [len(steps) for steps in batch]
 
         async def attempt(http: JsonHttp) -> tuple[list[list[float]], int | None]:
-            raw = await http.post("/pooling", payload)
+            raw = await http.request("/pooling", payload)
             try:
                 body = json.loads(raw)
             except ValueError as exc:
@@ -209,7 +209,7 @@ class VllmPoolingPRM(AsyncClosing):
         """POST ``payload`` to ``path`` under a replica's server root; the JSON object back."""
 
         async def attempt(http: JsonHttp) -> dict[str, object]:
-            raw = await http.post(path, payload)
+            raw = await http.request(path, payload)
             try:
                 body = json.loads(raw)
             except ValueError as exc:

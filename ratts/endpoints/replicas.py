@@ -142,8 +142,11 @@ class ReplicaSet:
         self._timers: list[asyncio.TimerHandle] = []
 
     def _admits(self, index: int) -> bool:
+        breaker = self.replicas[index].breaker
+        if breaker.state == "closed":  # every request asks: no clock read for the usual case
+            return True
         now = time.monotonic()
-        if self.replicas[index].breaker.admits(now):
+        if breaker.admits(now):
             return True
         return not self.answered and not any(r.breaker.admits(now) for r in self.replicas)
 
@@ -162,6 +165,15 @@ class ReplicaSet:
 
     def record(self, replica: Replica, outcome: Outcome, detail: str = "") -> None:
         """One attempt's outcome on ``replica``: its breaker, the outage clock, waiters."""
+        breaker = replica.breaker
+        if (
+            outcome == "up"
+            and self.answered
+            and self.outage_since is None
+            and breaker.state == "closed"
+            and breaker.failures == 0
+        ):
+            return  # the usual answer changes nothing: no breaker to close, nobody to wake
         if outcome == "up":
             self.answered = True
             if self.outage_since is not None:
@@ -200,6 +212,12 @@ class ReplicaSet:
     def _outage_check(self) -> None:
         if self._over_limit():
             self.slots.fail_waiters(OutageExpired())
+
+    def take_now(self, want: int, *, exact: bool, avoid: int | None) -> tuple[int, int] | None:
+        """``ReplicaSlots.take_now`` (None also during an outage: ``take`` decides then)."""
+        if self.outage_since is not None:
+            return None
+        return self.slots.take_now(want, exact=exact, avoid=avoid)
 
     async def take(self, want: int, *, exact: bool, avoid: int | None) -> tuple[int, int]:
         """``ReplicaSlots.take``; raises OutageExpired once an outage outlasts its limit

@@ -55,7 +55,7 @@ class Choice:
         return self.finish_reason == "stop" and self.stop_reason is None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per request, and frozen init costs twice as much
 class ParsedCompletion:
     """One HTTP response, parsed: its choices and the server's token counts (if given).
 
@@ -126,11 +126,10 @@ def _inferred(text: str, stops: Sequence[str]) -> str | None:
 
 
 def _stop_reason(
-    item: Mapping[str, object], verbose: object, text: str, finish: str, reading: StopReading
+    item: Mapping[str, object], verbose: object, text: str, reading: StopReading
 ) -> str | None:
-    """The matched stop string, None at EOS, by the server's own field where it has one."""
-    if finish != "stop":
-        return None
+    """The matched stop string of a ``"stop"`` finish, None at EOS, by the server's own
+    field where it has one."""
     dialect = reading.dialect
     if dialect in ("auto", "vllm") and "stop_reason" in item:
         value = item["stop_reason"]
@@ -173,22 +172,53 @@ def parse_completion(
     """Parse a ``/v1/completions`` (or, ``chat``, ``/v1/chat/completions``) body that should
     hold ``n`` choices. Fewer is allowed with ``short_ok`` (the caller tops up); more, fewer
     otherwise, or a wrong shape raises MalformedResponse (not retryable).
+
+    It runs once per policy request, so it is written for the common body (a text, an int
+    index, a finish reason, no logprobs) without helpers per choice.
     """
     reading = reading or StopReading()
     bodies = _bodies(body)
-    indexed: list[tuple[int, Choice]] = []
+    many = len(bodies)
+    choices: list[Choice] = []
+    indices: list[int] = []
     prompt_tokens: int | None = 0
     completion_tokens: int | None = 0
     cached_tokens = 0
-    position = 0
+    in_order = True  # every choice's index is its position (the usual reply)
     for part in bodies:
         raw_choices = part.get("choices")
         if not isinstance(raw_choices, list):
             raise MalformedResponse("no 'choices' list in the completion response")
         verbose = part.get("__verbose")
         for item in raw_choices:
-            indexed.append(_choice(item, position, verbose, reading, chat=chat, many=len(bodies)))
-            position += 1
+            position = len(choices)
+            if not isinstance(item, dict):
+                raise MalformedResponse(f"choice {position} is not an object")
+            text = _message_text(item, position) if chat else item.get("text")
+            if not isinstance(text, str):
+                raise MalformedResponse(f"choice {position} has no text")
+            # a model may repeat what it was sent, its caller's key included: no secret
+            # gets further
+            text = redact(text)
+            # llama.cpp's array (one body per prompt) numbers each body's choice by its prompt
+            index = position if many > 1 else item.get("index", position)
+            if type(index) is not int or index != position:
+                if not isinstance(index, int):
+                    raise MalformedResponse(f"choice {position} has a non-integer index")
+                in_order = False
+            finish = item.get("finish_reason")
+            if finish == "stop":
+                stop_reason = _stop_reason(item, verbose, text, reading)
+            elif finish == "length":
+                stop_reason = None
+            else:
+                finish, said_eos = _finish(finish)
+                eos_or_cut = said_eos or finish != "stop"
+                stop_reason = None if eos_or_cut else _stop_reason(item, verbose, text, reading)
+            raw_logprobs = item.get("logprobs")
+            logprobs = None if raw_logprobs is None else _parse_logprobs(raw_logprobs)
+            choices.append(Choice(text, finish, stop_reason, logprobs))
+            indices.append(index)
         usage = part.get("usage")
         p, c = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
         prompt_tokens = None if p is None or prompt_tokens is None else prompt_tokens + p
@@ -196,45 +226,27 @@ def parse_completion(
             None if c is None or completion_tokens is None else completion_tokens + c
         )
         details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
-        cached_tokens += min(_count(details, "cached_tokens") or 0, p or 0)
-    if len(indexed) > n or (len(indexed) < n and not short_ok):
-        raise MalformedResponse(f"asked for {n} choices, got {len(indexed)}")
-    indexed.sort(key=lambda pair: pair[0])
+        if details is not None:
+            cached_tokens += min(_count(details, "cached_tokens") or 0, p or 0)
+    if len(choices) > n or (len(choices) < n and not short_ok):
+        raise MalformedResponse(f"asked for {n} choices, got {len(choices)}")
+    if not in_order:  # choices come back in index order
+        order = sorted(range(len(indices)), key=indices.__getitem__)
+        choices = [choices[i] for i in order]
+        indices = [indices[i] for i in order]
     return ParsedCompletion(
-        choices=[choice for _, choice in indexed],
+        choices=choices,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
-        indices=[index for index, _ in indexed],
+        indices=indices,
         cached_tokens=cached_tokens,
     )
 
 
-def _choice(
-    item: object, position: int, verbose: object, reading: StopReading, *, chat: bool, many: int
-) -> tuple[int, Choice]:
-    if not isinstance(item, dict):
-        raise MalformedResponse(f"choice {position} is not an object")
-    if chat:
-        message = item.get("message")
-        content = message.get("content") if isinstance(message, dict) else None
-        if not isinstance(message, dict) or not isinstance(content, str | None):
-            raise MalformedResponse(f"choice {position} has no message")
-        text = content or ""
-    else:
-        if not isinstance(item.get("text"), str):
-            raise MalformedResponse(f"choice {position} has no text")
-        text = item["text"]
-    # a model may repeat what it was sent, its caller's key included: no secret gets further
-    text = redact(text)
-    # llama.cpp's array (one body per prompt) numbers each body's choice by its prompt
-    index = position if many > 1 else item.get("index", position)
-    if not isinstance(index, int):
-        raise MalformedResponse(f"choice {position} has a non-integer index")
-    finish, said_eos = _finish(item.get("finish_reason"))
-    stop_reason = None if said_eos else _stop_reason(item, verbose, text, finish, reading)
-    return index, Choice(
-        text=text,
-        finish_reason=finish,
-        stop_reason=stop_reason,
-        logprobs=_parse_logprobs(item.get("logprobs")),
-    )
+def _message_text(item: dict[str, object], position: int) -> str:
+    """A chat choice's ``message.content`` ("" for a null content)."""
+    message = item.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(message, dict) or not isinstance(content, str | None):
+        raise MalformedResponse(f"choice {position} has no message")
+    return content or ""
