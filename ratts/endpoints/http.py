@@ -64,6 +64,18 @@ def env_proxy(url: str) -> str | None:
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
+def _transport_error(exc: Exception) -> Exception | None:
+    """This module's exception for a failure of aiohttp's (None: not one of them). aiohttp
+    is imported here, on a failure, not on every request."""
+    import aiohttp
+
+    if isinstance(exc, TimeoutError):  # aiohttp's timeouts subclass it
+        return HttpTimeout("request timed out")
+    if isinstance(exc, aiohttp.ClientError):
+        return HttpUnreachable(str(exc) or type(exc).__name__)
+    return None
+
+
 def encode(payload: dict[str, Any]) -> bytes:
     """A JSON request body (compact; non-ASCII text kept as UTF-8, not escaped). One
     encoder for all: ``json.dumps`` with options builds a new one per call."""
@@ -109,8 +121,6 @@ class JsonHttp:
         """POST ``payload`` as JSON to ``path`` under the base URL (GET it when ``payload``
         is None); the raw body of a 2xx answer. One method, not a post and a get over a
         shared helper: every model call passes through it, one coroutine deep."""
-        import aiohttp
-
         session = self._open()
         method, data = ("GET", None) if payload is None else ("POST", encode(payload))
         try:
@@ -124,18 +134,17 @@ class JsonHttp:
                         response.headers.get("Retry-After"),
                     )
                 return body
-        except TimeoutError as exc:  # aiohttp's timeouts subclass it
-            raise HttpTimeout("request timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise HttpUnreachable(str(exc) or type(exc).__name__) from exc
+        except Exception as exc:
+            mapped = _transport_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     async def post_stream(
         self, path: str, payload: dict[str, Any], on_data: Callable[[bytes], None]
     ) -> None:
         """POST ``payload`` and call ``on_data`` with each server-sent ``data:`` payload
-        (up to ``[DONE]``) as it arrives; errors as in ``post``."""
-        import aiohttp
-
+        (up to ``[DONE]``) as it arrives; errors as in ``request``."""
         session = self._open()
         try:
             async with session.post(self.base_url + path, data=encode(payload)) as response:
@@ -154,10 +163,11 @@ class JsonHttp:
                         return
                     if data:
                         on_data(data)
-        except TimeoutError as exc:
-            raise HttpTimeout("request timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise HttpUnreachable(str(exc) or type(exc).__name__) from exc
+        except Exception as exc:
+            mapped = _transport_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     async def aclose(self) -> None:
         session, self._session = self._session, None

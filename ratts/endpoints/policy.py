@@ -31,7 +31,7 @@ from ratts.endpoints.context import (
     is_context_error,
 )
 from ratts.endpoints.http import HttpStatusError, JsonHttp
-from ratts.endpoints.pool import EndpointPool, MalformedResponse, RetryPolicy, Timed, gather_all
+from ratts.endpoints.pool import EndpointPool, RetryPolicy, Timed, gather_all, read_json
 from ratts.endpoints.responses import Choice, ParsedCompletion, StopReading, parse_completion
 from ratts.endpoints.streamed import StreamedCompletion
 from ratts.endpoints.usage import Usage, sum_usage
@@ -443,6 +443,8 @@ class PolicyClient(AsyncClosing):
             # Seeded (one prompt): timing never changes the request; it is cut only at
             # fixed offsets (max_n, or the whole limit), part o with seed + offset + o.
             cap = min(self._pool.slots.capacity, per)
+            if n <= cap:  # one request, awaited in place
+                return [_Piece([0], n, await self._part(params, n, seed + offset))]
             parts = [(o, min(cap, n - o)) for o in range(0, n, cap)]
             timed = await gather_all([self._part(params, k, seed + offset + o) for o, k in parts])
             return [_Piece([0], k, t) for (_, k), t in zip(parts, timed, strict=True)]
@@ -670,10 +672,7 @@ class PolicyClient(AsyncClosing):
                     raise _NRejected(str(exc)) from exc
             raise
         if stream is None:
-            try:
-                body = json.loads(raw)
-            except ValueError as exc:
-                raise MalformedResponse("body is not valid JSON", retryable=True) from exc
+            body = read_json(raw)
         return parse_completion(
             body, n * prompts, self._reading(params.get("stop")), chat=self._chat, short_ok=True
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import random
 import time
@@ -53,6 +54,16 @@ class MalformedResponse(Exception):
         super().__init__(detail)
         self.detail = detail
         self.retryable = retryable
+
+
+def read_json(raw: bytes) -> object:
+    """A 2xx body as JSON; one that is not (cut short, garbled) is a retryable
+    MalformedResponse. JSON over HTTP is UTF-8 (RFC 8259), so the bytes are decoded as
+    that, without ``json.loads``'s guess at other encodings."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError alike
+        raise MalformedResponse("body is not valid JSON", retryable=True) from exc
 
 
 @dataclass(frozen=True, slots=True)

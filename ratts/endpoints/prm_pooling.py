@@ -20,13 +20,18 @@ bench/prm_throughput.py.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 
 from ratts.endpoints.closing import AsyncClosing
 from ratts.endpoints.http import JsonHttp
-from ratts.endpoints.pool import EndpointPool, MalformedResponse, RetryPolicy, gather_all
+from ratts.endpoints.pool import (
+    EndpointPool,
+    MalformedResponse,
+    RetryPolicy,
+    gather_all,
+    read_json,
+)
 from ratts.endpoints.prm import PRMResult, check_question, served_at
 from ratts.endpoints.prm_formats import FORMATS, POSITIVE_COLUMN, left_cuts
 from ratts.endpoints.usage import Usage
@@ -135,10 +140,7 @@ class VllmPoolingPRM(AsyncClosing):
 
         async def attempt(http: JsonHttp) -> tuple[list[list[float]], int | None]:
             raw = await http.request("/pooling", payload)
-            try:
-                body = json.loads(raw)
-            except ValueError as exc:
-                raise MalformedResponse("body is not valid JSON", retryable=True) from exc
+            body = read_json(raw)
             return parse_pooling(body, counts)
 
         timed = await self._pool.call(attempt)
@@ -210,10 +212,7 @@ class VllmPoolingPRM(AsyncClosing):
 
         async def attempt(http: JsonHttp) -> dict[str, object]:
             raw = await http.request(path, payload)
-            try:
-                body = json.loads(raw)
-            except ValueError as exc:
-                raise MalformedResponse("body is not valid JSON", retryable=True) from exc
+            body = read_json(raw)
             if not isinstance(body, dict):
                 raise MalformedResponse(f"{path} answered with no JSON object")
             return body
