@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from ratts.endpoints import PolicyClient, RetryPolicy, build_policy
 from ratts.endpoints.policy import merge_stops, parse_completion
-from ratts.endpoints.pool import MalformedResponse, gather_all, parse_retry_after
+from ratts.endpoints.pool import MalformedResponse, gather_all, parse_retry_after, read_json
 from ratts.errors import (
     BadResponseError,
     ConfigError,
@@ -313,11 +313,19 @@ def test_parse_completion_sorts_by_index_and_reads_vllm_fields() -> None:
         {"choices": [{"index": 0, "text": "a"}]},  # asked for 2
         {"choices": [{"index": 0, "text": 1}, {"index": 1, "text": "b"}]},
         {"choices": [{"index": "x", "text": "a"}, {"index": 1, "text": "b"}]},
+        {"choices": [{"index": 0.0, "text": "a"}, {"index": 1, "text": "b"}]},  # == 0, not int
     ],
 )
 def test_parse_completion_rejects_wrong_shapes(body: object) -> None:
     with pytest.raises(MalformedResponse):
         parse_completion(body, 2)
+
+
+@pytest.mark.parametrize("raw", [b'{"choices": [', b'{"text": "\xff"}', b"<html>502</html>"])
+def test_read_json_calls_a_garbled_body_retryable(raw: bytes) -> None:
+    with pytest.raises(MalformedResponse) as caught:
+        read_json(raw)
+    assert caught.value.retryable
 
 
 def test_parse_retry_after() -> None:
