@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pytest
@@ -231,6 +232,30 @@ def test_concurrent_processes_write_each_key_once(db_url: str) -> None:
         assert store.count_runs() == 40
         keys = [(r["problem_key"], r["config_key"], r["budget"]) for r in store.runs()]
     assert len(set(keys)) == 40
+
+
+def _open_at_once(url: str, start: Barrier) -> None:
+    start.wait(30)
+    with open_store(url) as store:
+        store.count_runs()
+
+
+def test_processes_opening_one_fresh_sqlite_file_at_once_all_get_it(tmp_path: Path) -> None:
+    """The race two `ratts sweep`s on a new file run: who creates the schema. The loser
+    used to see "database is locked" where the busy timeout does not wait (2 failures in 10
+    trials of six processes, before the open retried)."""
+    ctx = multiprocessing.get_context("fork")
+    for trial in range(8):
+        url = f"sqlite:///{tmp_path / f'fresh{trial}.db'}"
+        start = ctx.Barrier(6)
+        procs = [ctx.Process(target=_open_at_once, args=(url, start)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * 6, f"trial {trial}"
+        with open_store(url) as store:
+            assert store.count_runs() == 0
 
 
 def test_insert_or_ignore_is_portable_sql() -> None:

@@ -400,7 +400,9 @@ def open_store(url: str | None = None, *, upgrade: bool = True) -> Store:
     where = describe(engine.url)
     try:
         if upgrade:
-            migrate.ensure_current(engine, where)
+            # two processes opening one fresh file race to create it; the loser can see
+            # "locked" where the busy timeout does not wait (a WAL switch, a stale snapshot)
+            retry_locked(lambda: migrate.ensure_current(engine, where))
         else:
             with engine.connect() as conn:
                 migrate.check_not_newer(migrate.current_revision(conn), where)
