@@ -206,15 +206,14 @@ class Clock:
         self.spent = {k: after[k] - self._before[k] for k in after}
 
 
-async def ceiling(
-    spec: PolicySpec, problems: Sequence[Problem], cap: int, clock: Clock
-) -> dict[str, Any]:
-    """``cap`` workers, each sending single-sample requests until N per problem are done."""
-    client = PolicyClient(spec)  # only for its prompt template
-    prompts = [client.prompt(p.question) for p in problems for _ in range(N)]
+async def raw_loop(
+    spec: PolicySpec, prompts: Sequence[str], cap: int, busy: list[int] | None = None
+) -> None:
+    """``cap`` workers, each sending one single-sample request at a time until ``prompts``
+    are done; ``busy[0]`` counts the requests in flight."""
     stops = merge_stops(spec.stop)
     todo = iter(prompts)
-    busy = [0]
+    busy = [0] if busy is None else busy
     connector = aiohttp.TCPConnector(limit=cap)
     async with aiohttp.ClientSession(connector=connector) as session:
 
@@ -235,8 +234,18 @@ async def ceiling(
                     await resp.read()
                 busy[0] -= 1
 
-        with clock, SlotMeter(lambda: busy[0]) as meter:
-            await asyncio.gather(*(worker() for _ in range(cap)))
+        await asyncio.gather(*(worker() for _ in range(cap)))
+
+
+async def ceiling(
+    spec: PolicySpec, problems: Sequence[Problem], cap: int, clock: Clock
+) -> dict[str, Any]:
+    """The raw loop over N single-sample requests per problem: the ceiling."""
+    client = PolicyClient(spec)  # only for its prompt template
+    prompts = [client.prompt(p.question) for p in problems for _ in range(N)]
+    busy = [0]
+    with clock, SlotMeter(lambda: busy[0]) as meter:
+        await raw_loop(spec, prompts, cap, busy)
     return {"http_requests": len(prompts), "client_slot_use": round(meter.mean() / cap, 3)}
 
 

@@ -30,47 +30,23 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import aiohttp
 from real_throughput import (
     MAX_TOKENS,
     OUT,
     TEMPERATURE,
     Clock,
     ratts_row,
+    raw_loop,
     real_server,
     sim_server,
 )
 
 from ratts.datasets import arithmetic_problems
-from ratts.endpoints.policy import PolicyClient, merge_stops
+from ratts.endpoints.policy import PolicyClient
 from ratts.settings import PolicySpec
 from ratts.types import Problem
 
 N = 8
-
-
-async def raw_loop(spec: PolicySpec, prompts: Sequence[str], cap: int) -> None:
-    """``cap`` workers sending one single-sample request each until ``prompts`` are done."""
-    todo = iter(prompts)
-    stops = merge_stops(spec.stop)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=cap)) as session:
-
-        async def worker() -> None:
-            for prompt in todo:
-                body: dict[str, Any] = {
-                    "model": spec.model,
-                    "prompt": prompt,
-                    "max_tokens": MAX_TOKENS,
-                    "temperature": TEMPERATURE,
-                    "n": 1,
-                }
-                if stops:
-                    body["stop"] = stops
-                async with session.post(f"{spec.base_url}/completions", json=body) as resp:
-                    resp.raise_for_status()
-                    await resp.read()
-
-        await asyncio.gather(*(worker() for _ in range(cap)))
 
 
 async def client(spec: PolicySpec, prompts: Sequence[str], n: int) -> None:
