@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
@@ -290,7 +289,7 @@ class PolicyClient(AsyncClosing):
             # straight to the first replica, outside the pool: optional knowledge must
             # neither spend retries nor count as "the endpoint answered" for outages
             http = self._pool.replicas[0].http
-            body = json.loads(await http.request("/models"))
+            body = read_json(await http.request("/models"))
         except Exception as exc:  # optional knowledge: the completions call reports failures
             log.debug("policy %r: no context length from /models (%s)", self.name, exc)
             return
@@ -691,10 +690,7 @@ class PolicyClient(AsyncClosing):
     def _result(
         self, prompt: str, replies: list[ParsedCompletion], seconds: float
     ) -> CompletionResult:
-        if len(replies) == 1:
-            choices = replies[0].choices  # the usual one reply: its list, not a copy
-        else:
-            choices = [choice for reply in replies for choice in reply.choices]
+        choices = [choice for reply in replies for choice in reply.choices]
         prompt_tokens = 0
         completion_tokens = 0
         cached_tokens = 0

@@ -206,15 +206,9 @@ def parse_completion(
                 if not isinstance(index, int):
                     raise MalformedResponse(f"choice {position} has a non-integer index")
                 in_order = False
-            finish = item.get("finish_reason")
-            if finish == "stop":
-                stop_reason = _stop_reason(item, verbose, text, reading)
-            elif finish == "length":
-                stop_reason = None
-            else:
-                finish, said_eos = _finish(finish)
-                eos_or_cut = said_eos or finish != "stop"
-                stop_reason = None if eos_or_cut else _stop_reason(item, verbose, text, reading)
+            finish, said_eos = _finish(item.get("finish_reason"))
+            stopped = finish == "stop" and not said_eos  # by a stop string, or EOS unsaid
+            stop_reason = _stop_reason(item, verbose, text, reading) if stopped else None
             raw_logprobs = item.get("logprobs")
             logprobs = None if raw_logprobs is None else _parse_logprobs(raw_logprobs)
             choices.append(Choice(text, finish, stop_reason, logprobs))
